@@ -1,0 +1,154 @@
+"""Implement the ``accel`` command line.
+
+``accel inspect MODEL.onnx`` prints the canonical layer table; ``accel run MODEL.onnx
+--input X.npy -o Y.npy`` runs a model on a device. Errors in the user's input print one
+line and exit with status 2.
+"""
+
+from __future__ import annotations
+
+import argparse
+import os
+import sys
+
+import numpy as np
+
+from . import __version__
+from .api import device_names, load_model, open_device
+from .errors import AccelError
+
+__all__ = ["main"]
+
+
+def _table(headers: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:
+    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
+    def fmt(row):
+        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
+    lines = [fmt(headers), "  ".join("-" * w for w in widths)]
+    lines += [fmt(r) for r in rows]
+    return "\n".join(lines)
+
+
+def _shape(graph, name) -> str:
+    t = graph.tensors[name]
+    return "x".join(str(d) for d in t.shape) or "scalar"
+
+
+def inspect_text(model) -> str:
+    """Return the canonical layer table of ``model`` as text."""
+    from .compiler.analysis import describe_quant, layer_stats
+
+    g = model.graph
+    rows, total_macs, total_params = [], 0, 0
+    for i, node in enumerate(g.nodes):
+        stats = layer_stats(g, node)
+        total_macs += stats.macs
+        total_params += stats.params
+        data_inputs = [n for n in node.inputs if not g.is_constant(n)] or node.inputs[:1]
+        in_shapes = ", ".join(_shape(g, n) for n in data_inputs)
+        dtypes = f"{g.tensors[data_inputs[0]].dtype.name}->{g.tensors[node.outputs[0]].dtype.name}"
+        extra = ""
+        if node.op == "conv":
+            a = node.attrs
+            w = g.tensors[node.inputs[1]].shape
+            extra = f"k{w[2]}x{w[3]} s{a['strides'][0]}" + (f" g{a['group']}" if a["group"] > 1 else "")
+            if any(a["pads"]):
+                extra += " p" + ",".join(map(str, a["pads"]))
+            if a["dilations"] != (1, 1):
+                extra += f" d{a['dilations'][0]}"
+        elif node.op in ("maxpool", "avgpool"):
+            extra = f"k{node.attrs['kernel'][0]}x{node.attrs['kernel'][1]} s{node.attrs['strides'][0]}"
+        rows.append([str(i), node.name[:28], node.op, extra, in_shapes, _shape(g, node.outputs[0]), dtypes,
+                     f"{stats.macs:,}" if stats.macs else "", f"{stats.params:,}" if stats.params else "",
+                     describe_quant(g, node)])
+    header = [f"model: {model.source}", f"graph: {g.name}"]
+    for spec in model.inputs:
+        dims = ["N", *map(str, spec.shape[1:])] if spec.dynamic_batch else list(map(str, spec.shape))
+        header.append(f"input  {spec.name}: {spec.dtype.name}[{'x'.join(dims)}]")
+    for spec in model.outputs:
+        header.append(f"output {spec.name}: {spec.dtype.name}[{'x'.join(map(str, spec.shape))}]")
+    table = _table(["#", "name", "op", "attrs", "input", "output", "dtype", "MACs", "params", "quantization"], rows,
+                   right={0, 7, 8})
+    footer = f"{len(g.nodes)} ops, {total_macs:,} MACs, {total_params:,} parameters per inference"
+    return "\n".join(header) + "\n\n" + table + "\n\n" + footer
+
+
+def _load_arrays(path: str, names: list[str]) -> dict[str, np.ndarray] | np.ndarray:
+    if not os.path.exists(path):
+        raise AccelError(f"{path}: no such input file")
+    try:
+        data = np.load(path, allow_pickle=False)
+    except Exception as exc:
+        raise AccelError(f"{path}: not a .npy/.npz file ({exc})") from None
+    if isinstance(data, np.lib.npyio.NpzFile):
+        arrays = {k: data[k] for k in data.files}
+        if len(names) == 1 and len(arrays) == 1 and names[0] not in arrays:
+            return next(iter(arrays.values()))
+        return arrays
+    if len(names) != 1:
+        raise AccelError(f"{path}: the model takes {len(names)} inputs {names}; pass an .npz keyed by input name")
+    return data
+
+
+def _save_arrays(path: str, outputs: dict[str, np.ndarray]):
+    if path.endswith(".npz"):
+        np.savez(path, **outputs)
+    elif len(outputs) == 1:
+        np.save(path, next(iter(outputs.values())))
+    else:
+        raise AccelError(f"{path}: the model has {len(outputs)} outputs {list(outputs)}; write an .npz")
+
+
+def _load_any(path: str):
+    return load_model(path)
+
+
+def cmd_inspect(args):
+    print(inspect_text(_load_any(args.model)))
+
+
+def cmd_run(args):
+    model = _load_any(args.model)
+    x = _load_arrays(args.input, [s.name for s in model.inputs])
+    with open_device(args.device) as device:
+        device.load(model)
+        outputs = device.run_dict(x)
+    _save_arrays(args.output, outputs)
+    for name, value in outputs.items():
+        print(f"{name}: {value.dtype.name}{list(value.shape)} -> {args.output}")
+
+
+def build_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="accel", description="Compile and run quantized ONNX models on accel.")
+    parser.add_argument("--version", action="version", version=f"accel {__version__}")
+    sub = parser.add_subparsers(dest="command", required=True)
+
+    p = sub.add_parser("inspect", help="print the canonical layer table of a model")
+    p.add_argument("model", help="quantized ONNX model")
+    p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("run", help="run a model on a device")
+    p.add_argument("model", help="quantized ONNX model")
+    p.add_argument("--input", "-i", required=True, help=".npy (one input) or .npz keyed by input name")
+    p.add_argument("--output", "-o", required=True, help=".npy (one output) or .npz keyed by output name")
+    p.add_argument("--device", "-d", default="golden", help=f"engine: {', '.join(device_names())} (default golden)")
+    p.set_defaults(func=cmd_run)
+    return parser
+
+
+def main(argv=None) -> int:
+    parser = build_parser()
+    args = parser.parse_args(argv)
+    try:
+        args.func(args)
+    except AccelError as exc:
+        print(f"accel: error: {exc}", file=sys.stderr)
+        return 2
+    except KeyboardInterrupt:
+        print("accel: interrupted", file=sys.stderr)
+        return 130
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
