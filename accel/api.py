@@ -51,7 +51,9 @@ class Model:
     @property
     def outputs(self) -> list[TensorSpec]:
         g = self.graph
-        return [TensorSpec(n, g.tensors[n].shape, g.tensors[n].dtype) for n in g.outputs]
+        batched = bool(g.dynamic_batch)
+        return [TensorSpec(n, g.tensors[n].shape, g.tensors[n].dtype, batched and g.tensors[n].shape[:1] == (1,))
+                for n in g.outputs]
 
     def __repr__(self):
         ins = ", ".join(f"{t.name}:{t.dtype}{list(t.shape)}" for t in self.inputs)
@@ -119,12 +121,10 @@ class Device:
         feeds = self._normalize(x)
         plan = self._batch_plan(feeds)
         if plan is None:
-            return self._run_one(feeds)
+            return self._run_samples([feeds])[0]
         mode, n = plan
-        results = []
-        for i in range(n):
-            sample = {k: (v[i:i + 1] if mode == "dynamic" else v[i]) for k, v in feeds.items()}
-            results.append(self._run_one(sample))
+        samples = [{k: (v[i:i + 1] if mode == "dynamic" else v[i]) for k, v in feeds.items()} for i in range(n)]
+        results = self._run_samples(samples)
         if mode == "dynamic":
             return {k: np.concatenate([r[k] for r in results], axis=0) for k in results[0]}
         return {k: np.stack([r[k] for r in results], axis=0) for k in results[0]}
@@ -148,9 +148,16 @@ class Device:
     def _run_one(self, feeds: dict[str, np.ndarray]) -> dict[str, np.ndarray]:
         raise NotImplementedError
 
+    def _run_samples(self, samples: list[dict]) -> list[dict]:
+        """Run several single inferences; engines that batch override this."""
+        return [self._run_one(feeds) for feeds in samples]
+
+    def _input_specs(self) -> list[TensorSpec]:
+        return self.model.inputs
+
     # -- input checking -----------------------------------------------------------------
     def _normalize(self, x) -> dict[str, np.ndarray]:
-        specs = self.model.inputs
+        specs = self._input_specs()
         if isinstance(x, dict):
             unknown = set(x) - {s.name for s in specs}
             if unknown:
@@ -179,7 +186,7 @@ class Device:
     def _batch_plan(self, feeds):
         """Return None for one inference, or (mode, N) for a batch; raise on a shape mismatch."""
         plans = set()
-        for spec in self.model.inputs:
+        for spec in self._input_specs():
             shape = feeds[spec.name].shape
             if shape == spec.shape:
                 plans.add(None)
@@ -210,7 +217,10 @@ def device_names() -> list[str]:
 
 
 def open_device(name: str = "golden", **options) -> Device:
-    """Open a device by name: ``golden`` (NumPy golden model). More engines join with the hardware."""
+    """Open a device by name: ``golden`` (NumPy), ``emu`` (instruction-level emulator), ``rtl`` (Verilator).
+
+    ``options`` go to the engine, e.g. ``config="icebreaker"`` for the hardware engines.
+    """
     if name in _DEVICES:
         return _DEVICES[name](**options)
     for prefix, factory in _DEVICES.items():
@@ -233,3 +243,15 @@ class GoldenDevice(Device):
 
 
 register_device("golden", GoldenDevice)
+
+
+def _lazy_device(module: str, cls: str):
+    def factory(*args, **options):
+        import importlib
+        return getattr(importlib.import_module(module), cls)(*args, **options)
+    return factory
+
+
+# Engines that need the hardware stack import it only when opened.
+register_device("emu", _lazy_device("accel.sim.emulator", "EmulatorDevice"))
+register_device("rtl", _lazy_device("accel.sim.rtl", "RtlDevice"))

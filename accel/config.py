@@ -1,0 +1,178 @@
+"""Define the one frozen hardware configuration that the HDL, compiler, emulator and driver share.
+
+A :class:`HardwareConfig` fixes the systolic array's shape, the on-chip buffers, the
+accumulator width, the clock target and the board. It is passed explicitly everywhere,
+never read from a global. :meth:`HardwareConfig.config_id` is a stable 64-bit hash of
+everything that changes the hardware's behaviour; the hardware reports it in its ID
+register and every compiled artifact records it, so software can tell which hardware it
+talks to and refuse programs built for another.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import hashlib
+import json
+from dataclasses import dataclass
+
+__all__ = ["HW_REVISION", "BufferSpec", "HardwareConfig", "PRESETS", "preset", "preset_names"]
+
+# Bump when the hardware's behaviour or the ISA changes, so old artifacts are refused.
+HW_REVISION = 1
+
+BUFFER_KINDS = ("auto", "lutram", "ebr", "spram")
+
+
+@dataclass(frozen=True)
+class BufferSpec:
+    """Describe one on-chip buffer: how many words it holds and what memory it maps to."""
+
+    depth: int
+    kind: str = "auto"
+
+    def __post_init__(self):
+        if not isinstance(self.depth, int) or self.depth < 1 or self.depth & (self.depth - 1):
+            raise ValueError(f"buffer depth must be a positive power of two, not {self.depth!r}")
+        if self.kind not in BUFFER_KINDS:
+            raise ValueError(f"buffer kind must be one of {BUFFER_KINDS}, not {self.kind!r}")
+
+    @property
+    def addr_bits(self) -> int:
+        return max(1, (self.depth - 1).bit_length())
+
+
+@dataclass(frozen=True)
+class HardwareConfig:
+    """Describe one accelerator build.
+
+    ``rows`` x ``cols`` is the systolic array (weight-stationary: ``rows`` is the reduction
+    dimension K, ``cols`` the output channels N). Buffers are in words:
+
+    * ``imem``: the program, one instruction per word;
+    * ``abuf``: activations, one word = ``rows`` bytes (a K-chunk of one input row, or a
+      ``cols``-wide chunk of one output row; ``rows == cols``);
+    * ``wbuf``: weights, one word = ``cols`` values of ``weight_bits`` bits (one row of a
+      weight tile, zero point already subtracted);
+    * ``accbuf``: int accumulators, one word = ``cols`` x ``acc_width`` bits;
+    * ``pbuf``: per-output-channel parameters (bias, requantization multiplier), one per word.
+    """
+
+    name: str
+    rows: int
+    cols: int
+    imem: BufferSpec
+    abuf: BufferSpec
+    wbuf: BufferSpec
+    accbuf: BufferSpec
+    pbuf: BufferSpec
+    acc_width: int = 32
+    weight_bits: int = 9
+    clock_hz: int = 50_000_000
+    board: str | None = None
+
+    def __post_init__(self):
+        for field in ("rows", "cols"):
+            value = getattr(self, field)
+            if not isinstance(value, int) or not 1 <= value <= 64:
+                raise ValueError(f"{field} must be an integer from 1 to 64, not {value!r}")
+        if self.rows != self.cols:
+            # TODO: rectangular arrays need an output re-layout between layers (rows-wide
+            # input chunks vs cols-wide output chunks); until then the array is square.
+            raise ValueError(f"rows and cols must be equal (square array), not {self.rows}x{self.cols}")
+        if self.acc_width not in (24, 32):
+            raise ValueError(f"acc_width must be 24 or 32, not {self.acc_width!r}")
+        if self.weight_bits not in (8, 9):
+            raise ValueError(f"weight_bits must be 8 or 9, not {self.weight_bits!r}")
+        if not isinstance(self.clock_hz, int) or self.clock_hz <= 0:
+            raise ValueError(f"clock_hz must be a positive integer, not {self.clock_hz!r}")
+
+    # -- derived sizes -------------------------------------------------------------------
+    @property
+    def abuf_word_bits(self) -> int:
+        return self.rows * 8
+
+    @property
+    def wbuf_word_bits(self) -> int:
+        return self.cols * self.weight_bits
+
+    @property
+    def acc_word_bits(self) -> int:
+        return self.cols * self.acc_width
+
+    def word_bytes(self, memory: str) -> int:
+        """Return how many bytes one word of ``memory`` takes on the host link."""
+        from .isa import INSN_BITS, PARAM_BITS
+        bits = {"imem": INSN_BITS, "abuf": self.abuf_word_bits, "wbuf": self.wbuf_word_bits,
+                "accbuf": self.acc_word_bits, "pbuf": PARAM_BITS}[memory]
+        return (bits + 7) // 8
+
+    def capacity_bytes(self, memory: str) -> int:
+        """Return a buffer's capacity in host bytes."""
+        return getattr(self, memory).depth * self.word_bytes(memory)
+
+    @property
+    def macs_per_cycle(self) -> int:
+        return self.rows * self.cols
+
+    # -- identity ------------------------------------------------------------------------
+    def to_dict(self) -> dict:
+        return dataclasses.asdict(self)
+
+    @classmethod
+    def from_dict(cls, data: dict) -> "HardwareConfig":
+        data = dict(data)
+        for key in ("imem", "abuf", "wbuf", "accbuf", "pbuf"):
+            data[key] = BufferSpec(**data[key])
+        return cls(**data)
+
+    def config_id(self) -> int:
+        """Return the stable 64-bit hash of everything that defines the hardware's behaviour."""
+        identity = self.to_dict()
+        identity.pop("name")
+        identity.pop("clock_hz")  # the clock changes timing, not results
+        identity["hw_revision"] = HW_REVISION
+        digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).digest()
+        return int.from_bytes(digest[:8], "little")
+
+    @property
+    def config_hash(self) -> str:
+        return f"{self.config_id():016x}"
+
+    def describe(self) -> str:
+        return (f"{self.name}: {self.rows}x{self.cols} array, abuf {self.capacity_bytes('abuf') // 1024} KiB, "
+                f"wbuf {self.capacity_bytes('wbuf') // 1024} KiB, {self.clock_hz / 1e6:g} MHz, id {self.config_hash}")
+
+
+PRESETS: dict[str, HardwareConfig] = {
+    # Small and fast to simulate, with buffers big enough for the MLPerf Tiny FC models.
+    "sim-small": HardwareConfig(
+        name="sim-small", rows=4, cols=4,
+        imem=BufferSpec(1024), abuf=BufferSpec(16384), wbuf=BufferSpec(131072),
+        accbuf=BufferSpec(1024), pbuf=BufferSpec(2048), clock_hz=50_000_000),
+    # iCE40 UP5K: 16 PEs on 8 SB_MAC16 (two 8x8 products each), big buffers in the 128 KiB SPRAM.
+    "icebreaker": HardwareConfig(
+        name="icebreaker", rows=4, cols=4,
+        imem=BufferSpec(256, "ebr"), abuf=BufferSpec(16384, "spram"), wbuf=BufferSpec(16384, "spram"),
+        accbuf=BufferSpec(256, "ebr"), pbuf=BufferSpec(256, "ebr"),
+        weight_bits=8, clock_hz=30_000_000, board="icebreaker"),
+    # ECP5-85F: 144 of the 156 MULT18X18D, buffers in the 208 EBR.
+    "ulx3s-85f": HardwareConfig(
+        name="ulx3s-85f", rows=12, cols=12,
+        imem=BufferSpec(1024, "ebr"), abuf=BufferSpec(8192, "ebr"), wbuf=BufferSpec(8192, "ebr"),
+        accbuf=BufferSpec(1024, "ebr"), pbuf=BufferSpec(1024, "ebr"),
+        clock_hz=125_000_000, board="ulx3s-85f"),
+}
+
+
+def preset_names() -> list[str]:
+    """Return the names of the built-in configurations."""
+    return list(PRESETS)
+
+
+def preset(name: str) -> HardwareConfig:
+    """Return a built-in configuration by name."""
+    from .errors import AccelError
+    try:
+        return PRESETS[name]
+    except KeyError:
+        raise AccelError(f"unknown config {name!r}; presets: {', '.join(PRESETS)}") from None

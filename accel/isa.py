@@ -1,0 +1,146 @@
+"""Define accel's instruction set, parameter words and host-link commands, once for everyone.
+
+The HDL decodes instructions through views of :data:`Insn`, the compiler encodes them with
+:func:`encode`, and the emulator decodes the same bits with :func:`decode`. ``docs/isa.md``
+has the bit table. Field meanings (see ``docs/isa.md`` for the exact semantics):
+
+``MATMUL``: for ``kt`` in ``0..k_tiles-1``, load the weight tile ``WBUF[w_addr + kt*rows ..
++rows-1]`` into the array, then stream the ``rows`` input rows ``ABUF[a_addr + kt + m*a_stride]``
+(``m`` in ``0..count-1``) through it, accumulating ``cols`` sums per row in
+``ACC[acc_addr + m]``. After the last tile each row's sums get the per-channel bias and
+requantization from ``PBUF[p_addr .. p_addr+cols-1]``, ``y_zp``, the clamp ``[y_lo, y_hi]``,
+and land in ``ABUF[y_addr + m*y_stride]``.
+"""
+
+
+from amaranth.hdl import signed, unsigned
+from amaranth.lib import data, enum
+
+__all__ = [
+    "INSN_BITS", "PARAM_BITS", "Opcode", "Insn", "ParamWord", "Memory", "Command", "ACK", "NACK",
+    "IDENT_MAGIC", "encode", "decode", "matmul", "sync", "halt", "param_word",
+    "pack_values", "unpack_values",
+]
+
+INSN_BITS = 256
+PARAM_BITS = 64
+
+ACK = 0xA5
+NACK = 0x5A
+IDENT_MAGIC = b"ACCL"
+
+
+class Opcode(enum.Enum, shape=4):
+    """Name the operations the controller executes."""
+
+    NOP = 0
+    MATMUL = 1
+    SYNC = 2    # wait until every result of earlier instructions is written
+    HALT = 3    # end of program: stop the cycle counter and report done
+
+
+class Insn(data.Struct):
+    """Lay out one 256-bit instruction word (fields unused by an opcode are zero)."""
+
+    opcode: Opcode
+    x_signed: unsigned(1)   # ABUF input bytes are int8 (1) or uint8 (0)
+    y_signed: unsigned(1)   # results are int8 (1) or uint8 (0)
+    _reserved0: unsigned(2)
+    w_addr: unsigned(24)    # WBUF word address of the first weight tile
+    a_addr: unsigned(20)    # ABUF word address of row 0, K-chunk 0
+    a_stride: unsigned(16)  # ABUF words between input rows
+    count: unsigned(16)     # input rows per weight tile (M)
+    k_tiles: unsigned(16)   # weight tiles to accumulate over (K / rows, rounded up)
+    acc_addr: unsigned(16)  # ACC word of row 0
+    p_addr: unsigned(16)    # PBUF word of output channel 0 of this column tile
+    y_addr: unsigned(20)    # ABUF word address of output row 0
+    y_stride: unsigned(16)  # ABUF words between output rows
+    y_zp: signed(9)         # output zero point
+    y_lo: signed(9)         # clamp low (fused ReLU/Clip), within the output type
+    y_hi: signed(9)         # clamp high
+    _reserved1: unsigned(INSN_BITS - 195)
+
+
+class ParamWord(data.Struct):
+    """Lay out one output channel's parameters: int32 bias and the float32 multiplier as mantissa * 2**exponent."""
+
+    bias: signed(32)
+    mantissa: unsigned(24)  # 2**23 <= mantissa < 2**24
+    exponent: signed(8)     # multiplier = mantissa * 2**exponent
+
+
+class Memory(enum.Enum, shape=8):
+    """Number the memories the host link can read and write."""
+
+    IMEM = 0
+    WBUF = 1
+    ABUF = 2
+    PBUF = 3
+    ACCBUF = 4
+
+    @property
+    def config_field(self) -> str:
+        return self.name.lower()
+
+
+class Command(enum.Enum, shape=8):
+    """Number the commands of the raw host byte stream (``docs/isa.md``, host link)."""
+
+    WRITE = 0x01   # mem u8, addr u32, count u32, then count words -> ACK
+    READ = 0x02    # mem u8, addr u32, count u32 -> count words
+    RUN = 0x03     # run from PC 0 -> ACK once the program halts
+    STATUS = 0x04  # -> status u8, cycles u64
+    IDENT = 0x05   # -> "ACCL", config id u64, hw revision u8, rows u8, cols u8
+
+
+assert data.Layout.cast(Insn).size == INSN_BITS
+assert data.Layout.cast(ParamWord).size == PARAM_BITS
+
+
+def encode(**fields) -> int:
+    """Return the bits of one instruction; missing fields are zero."""
+    return Insn.const(fields).as_bits()
+
+
+def decode(bits: int) -> data.Const:
+    """Return a view of one instruction's fields (``.opcode``, ``.w_addr``, ...)."""
+    return data.Const(data.Layout.cast(Insn), bits)
+
+
+def matmul(**fields) -> int:
+    """Return a MATMUL instruction."""
+    return encode(opcode=Opcode.MATMUL, **fields)
+
+
+def sync() -> int:
+    """Return a SYNC instruction."""
+    return encode(opcode=Opcode.SYNC)
+
+
+def halt() -> int:
+    """Return a HALT instruction."""
+    return encode(opcode=Opcode.HALT)
+
+
+def param_word(bias: int, mantissa: int, exponent: int) -> int:
+    """Return the bits of one output channel's parameter word."""
+    return ParamWord.const({"bias": int(bias), "mantissa": int(mantissa), "exponent": int(exponent)}).as_bits()
+
+
+def pack_values(values, bits: int) -> int:
+    """Pack integers (two's complement, ``bits`` each, element 0 lowest) into one word."""
+    word, mask = 0, (1 << bits) - 1
+    for i, v in enumerate(values):
+        word |= (int(v) & mask) << (i * bits)
+    return word
+
+
+def unpack_values(word: int, count: int, bits: int, signed_values: bool = True) -> list[int]:
+    """Unpack ``count`` integers of ``bits`` bits from a word (element 0 lowest)."""
+    out, mask = [], (1 << bits) - 1
+    for i in range(count):
+        v = (word >> (i * bits)) & mask
+        if signed_values and v >> (bits - 1):
+            v -= 1 << bits
+        out.append(v)
+    return out
