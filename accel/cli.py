@@ -62,11 +62,10 @@ def inspect_text(model) -> str:
                      f"{stats.macs:,}" if stats.macs else "", f"{stats.params:,}" if stats.params else "",
                      describe_quant(g, node)])
     header = [f"model: {model.source}", f"graph: {g.name}"]
-    for spec in model.inputs:
-        dims = ["N", *map(str, spec.shape[1:])] if spec.dynamic_batch else list(map(str, spec.shape))
-        header.append(f"input  {spec.name}: {spec.dtype.name}[{'x'.join(dims)}]")
-    for spec in model.outputs:
-        header.append(f"output {spec.name}: {spec.dtype.name}[{'x'.join(map(str, spec.shape))}]")
+    for kind, specs in (("input ", model.inputs), ("output", model.outputs)):
+        for spec in specs:
+            dims = ["N", *map(str, spec.shape[1:])] if spec.dynamic_batch else list(map(str, spec.shape))
+            header.append(f"{kind} {spec.name}: {spec.dtype.name}[{'x'.join(dims)}]")
     table = _table(["#", "name", "op", "attrs", "input", "output", "dtype", "MACs", "params", "quantization"], rows,
                    right={0, 7, 8})
     footer = f"{len(g.nodes)} ops, {total_macs:,} MACs, {total_params:,} parameters per inference"

@@ -21,6 +21,8 @@ from __future__ import annotations
 
 import math
 import os
+import warnings
+from collections import defaultdict
 from dataclasses import dataclass, field
 
 import numpy as np
@@ -32,7 +34,8 @@ from ..errors import (AccelError, FloatModelError, ModelFormatError, ShapeError,
                       UnsupportedAttributeError, UnsupportedOpError)
 from .ir import QUANT_DTYPES, Graph, Quant, Requant, dtype_range
 
-__all__ = ["load_onnx", "import_model", "SUPPORTED_OPS", "MIN_OPSET"]
+__all__ = ["load_onnx", "import_model", "ort_float_fallback_nodes", "OrtFloatFallbackWarning", "SUPPORTED_OPS",
+           "MIN_OPSET"]
 
 MIN_OPSET = 10
 
@@ -127,9 +130,94 @@ def load_onnx(source) -> tuple[onnx.ModelProto, str]:
 
 
 def import_model(source, name: str | None = None) -> Graph:
-    """Import an ONNX model (path, bytes or ModelProto) into a verified canonical :class:`Graph`."""
+    """Import an ONNX model (path, bytes or ModelProto) into a verified canonical :class:`Graph`.
+
+    Warns with :class:`OrtFloatFallbackWarning` when onnxruntime would run some QDQ groups
+    of this model in float (see :func:`ort_float_fallback_nodes`).
+    """
     model, label = load_onnx(source)
-    return _Importer(model, label, name).run()
+    graph = _Importer(model, label, name).run()
+    fallback = ort_float_fallback_nodes(model)
+    graph.metadata["ort_float_fallback"] = fallback
+    if fallback:
+        warnings.warn(OrtFloatFallbackWarning(
+            f"{label}: onnxruntime's CPU provider runs {len(fallback)} QDQ group(s) of this int8 model in float "
+            f"({', '.join(fallback[:4])}{', ...' if len(fallback) > 4 else ''}), because its int8->uint8 QDQ rewrite "
+            "skips tensors with several consumers; accel runs them as integer kernels, so its outputs may differ "
+            "from onnxruntime's by rounding at those nodes. Quantize activations as uint8 to avoid this."), stacklevel=2)
+    return graph
+
+
+class OrtFloatFallbackWarning(UserWarning):
+    """Warn that onnxruntime runs some QDQ groups of a model in float, so exact agreement is not assured."""
+
+
+_FUSED_QDQ_OPS = {"Conv", "MatMul", "Gemm", "Add", "AveragePool", "GlobalAveragePool", "Concat"}
+
+
+def ort_float_fallback_nodes(model: onnx.ModelProto) -> list[str]:
+    """Return the names of QDQ compute nodes onnxruntime's CPU provider leaves in float on x86.
+
+    onnxruntime rewrites an int8 QuantizeLinear -> DequantizeLinear pair to uint8 when the
+    Q feeds exactly one DQ that itself has one consumer (``QDQS8ToU8Transformer``, after
+    ``EnsureUniqueDQForNodeUnit``). A QDQ group whose int8 activations end up with mixed
+    types after that rewrite is no longer fused into an integer kernel: onnxruntime then
+    computes DQ -> op -> Q in float. accel always runs the integer kernel, which agrees
+    with the float result except where rounding differs, so such nodes are reported.
+    """
+    graph = model.graph
+    consumers: dict[str, list] = defaultdict(list)
+    producer = {}
+    for node in graph.node:
+        for name in node.input:
+            consumers[name].append(node)
+        for name in node.output:
+            producer[name] = node
+    outputs = {o.name for o in graph.output}
+    inits = {i.name: i for i in graph.initializer}
+
+    def zp_dtype(node):
+        if len(node.input) < 3 or node.input[2] not in inits:
+            return None
+        return helper.tensor_dtype_to_np_dtype(inits[node.input[2]].data_type)
+
+    def fate(q):  # the activation type onnxruntime ends up with for the output of Q node q
+        dtype = zp_dtype(q)
+        if dtype != np.int8:
+            return np.dtype(dtype) if dtype is not None else None
+        users = consumers[q.output[0]]
+        if len(users) == 1 and q.output[0] not in outputs and users[0].op_type == "DequantizeLinear":
+            dq = users[0]
+            # EnsureUniqueDQForNodeUnit gives every consumer of a shared DQ its own copy first.
+            if len(consumers[dq.output[0]]) + (dq.output[0] in outputs) <= 1 and zp_dtype(dq) == np.int8 \
+                    and inits[dq.input[2]].raw_data == inits[q.input[2]].raw_data:
+                return np.dtype(np.uint8)
+        return np.dtype(np.int8)
+
+    flagged = []
+    for node in graph.node:
+        if node.op_type not in _FUSED_QDQ_OPS or node.domain not in ("", "ai.onnx"):
+            continue
+        fates, original = set(), set()
+        for i, name in enumerate(node.input):
+            dq = producer.get(name)
+            if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in inits:
+                continue  # weights and biases are initializers
+            q = producer.get(dq.input[0])
+            if q is None or q.op_type != "QuantizeLinear":
+                continue
+            original.add(np.dtype(zp_dtype(q)) if zp_dtype(q) is not None else None)
+            fates.add(fate(q))
+        after = consumers[node.output[0]]
+        if len(after) == 1 and after[0].op_type in ("Relu", "Clip"):
+            after = consumers[after[0].output[0]]
+        for q in after:
+            if q.op_type == "QuantizeLinear":
+                original.add(np.dtype(zp_dtype(q)) if zp_dtype(q) is not None else None)
+                fates.add(fate(q))
+        if np.dtype(np.int8) in original and len(fates) > 1:
+            flagged.append(node.name or node.output[0])
+    return flagged
 
 
 # -- attribute helpers ------------------------------------------------------------------
