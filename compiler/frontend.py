@@ -137,8 +137,12 @@ def import_model(source, name: str | None = None) -> Graph:
     """
     model, label = load_onnx(source)
     graph = _Importer(model, label, name).run()
-    fallback = ort_float_fallback_nodes(model)
+    fallback, to_uint8 = _ort_qdq_rewrites(model)
     graph.metadata["ort_float_fallback"] = fallback
+    for node in graph.nodes:
+        if node.op == "add" and node.name in to_uint8:
+            # onnxruntime adds these as uint8 (codes and zero points +128), which rounds differently.
+            node.attrs["qdq_s8_to_u8"] = True
     if fallback:
         warnings.warn(OrtFloatFallbackWarning(
             f"{label}: onnxruntime's CPU provider runs {len(fallback)} QDQ group(s) of this int8 model in float "
@@ -165,6 +169,11 @@ def ort_float_fallback_nodes(model: onnx.ModelProto) -> list[str]:
     computes DQ -> op -> Q in float. accel always runs the integer kernel, which agrees
     with the float result except where rounding differs, so such nodes are reported.
     """
+    return _ort_qdq_rewrites(model)[0]
+
+
+def _ort_qdq_rewrites(model: onnx.ModelProto) -> tuple[list[str], set[str]]:
+    """Return (QDQ nodes onnxruntime runs in float, int8 QDQ nodes it runs as uint8 kernels)."""
     graph = model.graph
     consumers: dict[str, list] = defaultdict(list)
     producer = {}
@@ -194,7 +203,7 @@ def ort_float_fallback_nodes(model: onnx.ModelProto) -> list[str]:
                 return np.dtype(np.uint8)
         return np.dtype(np.int8)
 
-    flagged = []
+    flagged, to_uint8 = [], set()
     for node in graph.node:
         if node.op_type not in _FUSED_QDQ_OPS or node.domain not in ("", "ai.onnx"):
             continue
@@ -204,6 +213,11 @@ def ort_float_fallback_nodes(model: onnx.ModelProto) -> list[str]:
             if dq is None or dq.op_type != "DequantizeLinear" or dq.input[0] in inits:
                 continue  # weights and biases are initializers
             q = producer.get(dq.input[0])
+            if q is None and zp_dtype(dq) is not None:
+                # An integer graph input keeps its type.
+                original.add(np.dtype(zp_dtype(dq)))
+                fates.add(np.dtype(zp_dtype(dq)))
+                continue
             if q is None or q.op_type != "QuantizeLinear":
                 continue
             original.add(np.dtype(zp_dtype(q)) if zp_dtype(q) is not None else None)
@@ -217,7 +231,9 @@ def ort_float_fallback_nodes(model: onnx.ModelProto) -> list[str]:
                 fates.add(fate(q))
         if np.dtype(np.int8) in original and len(fates) > 1:
             flagged.append(node.name or node.output[0])
-    return flagged
+        elif np.dtype(np.int8) in original and fates == {np.dtype(np.uint8)}:
+            to_uint8.add(node.name or node.output[0])
+    return flagged, to_uint8
 
 
 # -- attribute helpers ------------------------------------------------------------------

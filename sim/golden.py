@@ -106,7 +106,8 @@ def _add(node: Node, a, b):
     at = node.attrs
     aq, bq, yq, rq = at["a_quant"], at["b_quant"], at["y_quant"], at["requant"]
     return numerics.qlinear_add(a, aq.scale[0], aq.zero_point[0], b, bq.scale[0], bq.zero_point[0],
-                                yq.scale[0], yq.zero_point[0], yq.dtype, (rq.lo, rq.hi))
+                                yq.scale[0], yq.zero_point[0], yq.dtype, (rq.lo, rq.hi),
+                                qdq_s8_to_u8=at.get("qdq_s8_to_u8", False))
 
 
 def _maxpool(node: Node, x):
