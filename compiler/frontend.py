@@ -203,9 +203,25 @@ def _ort_qdq_rewrites(model: onnx.ModelProto) -> tuple[list[str], set[str]]:
                 return np.dtype(np.uint8)
         return np.dtype(np.int8)
 
+    def feeds_only_q(node):  # the output goes to QuantizeLinear, through at most one unbranched Relu/Clip
+        after = consumers[node.output[0]]
+        if len(after) == 1 and after[0].op_type in ("Relu", "Clip") and after[0].output[0] not in outputs:
+            after = consumers[after[0].output[0]]
+        return bool(after) and node.output[0] not in outputs and all(q.op_type == "QuantizeLinear" for q in after)
+
     flagged, to_uint8 = [], set()
     for node in graph.node:
         if node.op_type not in _FUSED_QDQ_OPS or node.domain not in ("", "ai.onnx"):
+            continue
+        # onnxruntime fuses only DQ -> op -> Q groups: every input straight from a DequantizeLinear (a float
+        # Conv/Gemm bias initializer is quantized first by its WeightBiasQuantization), output into Q.
+        direct = all(
+            not name or (producer.get(name) is not None and producer[name].op_type == "DequantizeLinear")
+            or (i == 2 and node.op_type in ("Conv", "Gemm") and name in inits)
+            for i, name in enumerate(node.input))
+        if not direct or not feeds_only_q(node):
+            if any(producer.get(n) is not None and producer[n].op_type == "DequantizeLinear" for n in node.input):
+                flagged.append(node.name or node.output[0])
             continue
         fates, original = set(), set()
         for i, name in enumerate(node.input):
@@ -721,9 +737,15 @@ class _Importer:
             if w_quant.per_channel and w_quant.axis != w_axis_expected:
                 self.unsupported(node, f"weight quantized per-channel along axis {w_quant.axis}; accel needs the output-channel axis {w_axis_expected}")
             bias_value = None
-            if bias is not None:
+            if isinstance(bias, _Const) and bias.value.dtype == np.float32 and bias.value.ndim == 1:
+                # A float bias (PyTorch QDQ exports): quantize it as onnxruntime's WeightBiasQuantization
+                # does, Cast(Round(bias / (x_scale * w_scale))), all in float32.
+                scale = (x.quant.scale[0] * w_quant.scale).astype(np.float32)
+                bias_value = np.rint((bias.value / scale).astype(np.float32)).astype(np.int32)
+            elif bias is not None:
                 if isinstance(bias, _Const) or not isinstance(bias.src, _Const) or bias.src.value.dtype != np.int32:
-                    self.unsupported(node, "bias must be an int32 constant through DequantizeLinear (as onnxruntime's quantizer writes it)")
+                    self.unsupported(node, "bias must be a 1-D float constant or an int32 constant through "
+                                     "DequantizeLinear")
                 bias_value = bias.src.value
             return self.emit_linear(p.kind, node, out_name, x.src, x.quant, w_value, w_quant, bias_value, q,
                                     at, lo, hi, p.shape)
@@ -820,10 +842,15 @@ class _Importer:
         op = node.op_type
         at = _attrs(node)
         if isinstance(x, _Dq):
-            if x.quant.per_channel and op != "Identity" and op != "Dropout":
+            quant = x.quant
+            if quant.per_channel and op == "Transpose" and isinstance(x.src, _Const):
+                # A per-channel constant (a weight) keeps its channels along the moved axis.
+                perm = list(at.get("perm", list(range(x.src.value.ndim))[::-1]))
+                quant = Quant(quant.scale, quant.zero_point, quant.dtype, perm.index(quant.axis))
+            elif quant.per_channel and op not in ("Identity", "Dropout"):
                 self.unsupported(node, "layout ops on per-channel quantized tensors are not supported")
             src = self.layout_int(node, x.src, at)
-            return self.set(node, _Dq(src, x.quant))
+            return self.set(node, _Dq(src, quant))
         if isinstance(x, _Int):
             return self.set(node, self.layout_int(node, x, at))
         self.unsupported(node, f"input {node.input[0]!r} is a float tensor; accel runs {op} on quantized tensors")
