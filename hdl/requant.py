@@ -1,0 +1,308 @@
+"""Hold the requantizer: bias, float32-exact rescaling, zero point, saturation and clamp per lane.
+
+The arithmetic is :func:`accel.numerics.requantize_integer` (``docs/numerics.md``, section
+4) with the bias added first, bit for bit, as an 8-stage pipeline that takes one row of
+``cols`` accumulators per cycle.
+"""
+
+from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.wiring import In, Out
+
+from .. import isa
+from ..config import HardwareConfig
+from .pe import multiplier
+
+__all__ = ["Requantizer"]
+
+# Widths of the recipe (docs/numerics.md, section 4).
+_V_BITS = 32         # v = acc + bias, int32 wrap-around
+_MANT_BITS = 24      # float32 significand, and the rounded |v| and product
+_EXP_BITS = 10       # signed exponent bookkeeping: covers every 8-bit ParamWord exponent
+_Q_BITS = 10         # |rne(value)| before the zero point: 0 .. 512 (512 = "saturate")
+_Y_BITS = 12         # +-q + zero point, before saturation
+# The final rounding divides by 2**R. For R <= _SAT_SHIFT the magnitude is at least
+# 2**23 / 2**14 = 512, which saturates for every 9-bit zero point; for R > _ZERO_SHIFT it
+# is below 1/2 and rounds to 0. In between a 0..9-bit shifter does the work.
+_SAT_SHIFT = 14
+_ZERO_SHIFT = 24
+
+
+class Requantizer(wiring.Component):
+    """Requantize rows of accumulators to int8/uint8 bytes, bit-exact with onnxruntime.
+
+    For each lane ``c`` with parameters ``P = params[c]`` (an :class:`accel.isa.ParamWord`):
+
+    1. ``v = acc[c] + P.bias`` (32-bit two's complement, wrapping; ``acc`` is
+       sign-extended first when ``acc_width`` is 24);
+    2. ``q = rne(f32(f32(v) * M))`` with ``M = P.mantissa * 2**P.exponent``, computed with
+       integers only: ``|v|`` rounded half-even to 24 significant bits, the exact 24x24
+       product with the mantissa, that product rounded half-even to 24 significant bits,
+       then rounded half-even to an integer;
+    3. ``y = clamp(sat(q + y_zp), y_lo, y_hi)``: saturation to int8 (``y_signed = 1``) or
+       uint8 (``y_signed = 0``), then ``min(max(y, y_lo), y_hi)``;
+    4. the output byte is ``y`` modulo 256 (the two's-complement byte of an int8).
+
+    This equals ``numerics.requantize_integer(v, M, y_zp, dtype, clamp=(y_lo, y_hi))`` for
+    every ``acc`` and every multiplier ``numerics.decompose_multiplier`` accepts
+    (``2**23 <= mantissa < 2**24``, ``-63 <= exponent <= -16``). Other exponents are
+    handled exactly too (large ones saturate, small ones give 0); a mantissa below
+    ``2**23`` is not supported.
+
+    Timing contract
+    ---------------
+    A fixed-latency pipeline without back-pressure: a row on ``i`` in cycle ``T`` (``i.valid``
+    high) leaves on ``o`` in cycle ``T + latency`` (``latency = 8``) with its tag, one row per
+    cycle, in order. ``params``, ``y_zp``, ``y_lo``, ``y_hi`` and ``y_signed`` are sampled
+    together with the row, in the cycle its ``i.valid`` is high, and carried along with it:
+    they must be valid while rows enter and may change in the cycle after the last row of
+    an instruction has entered, even though that row is still in the pipeline.
+
+    Pipeline stages (each ends in a register): (1) bias add; (2) absolute value;
+    (3) leading-zero count; (4) normalization and rounding of ``|v|`` to 24 bits;
+    (5) the 24x24 product (from :func:`accel.hdl.pe.multiplier`); (6) rounding of the
+    product to 24 bits; (7) the final rounding shift; (8) sign, zero point, saturation and
+    clamp.
+
+    Parameters
+    ----------
+    config : HardwareConfig
+        ``cols`` is the number of lanes, ``acc_width`` the accumulator width.
+    tag_width : int
+        Width of the tag carried from each input row to its output row.
+
+    Members
+    -------
+    i : ``In(stream.Signature(data.StructLayout({"acc": data.ArrayLayout(signed(acc_width), cols), "tag": unsigned(tag_width)}), always_ready=True))``
+        One row of accumulators per transfer.
+    o : ``Out(stream.Signature(data.StructLayout({"data": data.ArrayLayout(unsigned(8), cols), "tag": unsigned(tag_width)}), always_ready=True))``
+        One row of output bytes per input row, ``latency`` cycles later.
+    params : ``In(data.ArrayLayout(isa.ParamWord, cols))``
+        Each lane's bias, mantissa and exponent; sampled with the row.
+    y_zp : ``In(signed(9))``
+        Output zero point; sampled with the row.
+    y_lo : ``In(signed(9))``
+        Clamp low bound; sampled with the row.
+    y_hi : ``In(signed(9))``
+        Clamp high bound; sampled with the row.
+    y_signed : ``In(1)``
+        Saturate to int8 (1) or uint8 (0); sampled with the row.
+    """
+
+    def __init__(self, config: HardwareConfig, *, tag_width: int = 18):
+        if not isinstance(config, HardwareConfig):
+            raise TypeError(f"config must be a HardwareConfig, not {config!r}")
+        if not isinstance(tag_width, int) or tag_width < 1:
+            raise ValueError(f"tag_width must be a positive integer, not {tag_width!r}")
+        self._config = config
+        self._tag_width = tag_width
+        super().__init__({
+            "i": In(stream.Signature(data.StructLayout({
+                "acc": data.ArrayLayout(signed(config.acc_width), config.cols),
+                "tag": unsigned(tag_width),
+            }), always_ready=True)),
+            "o": Out(stream.Signature(data.StructLayout({
+                "data": data.ArrayLayout(unsigned(8), config.cols),
+                "tag": unsigned(tag_width),
+            }), always_ready=True)),
+            "params": In(data.ArrayLayout(isa.ParamWord, config.cols)),
+            "y_zp": In(signed(9)),
+            "y_lo": In(signed(9)),
+            "y_hi": In(signed(9)),
+            "y_signed": In(1),
+        })
+
+    @property
+    def config(self) -> HardwareConfig:
+        return self._config
+
+    @property
+    def tag_width(self) -> int:
+        return self._tag_width
+
+    @property
+    def latency(self) -> int:
+        """Return the cycles from a row on ``i`` to its row on ``o``."""
+        return 8
+
+    def elaborate(self, platform):
+        m = Module()
+
+        # Per-row side band: valid, tag, the zero point and the output bounds, one copy per
+        # stage. Saturation then clamp, clamp(clamp(y, qmin, qmax), lo, hi), is one clamp
+        # clamp(y, low, high) with low = clamp(qmin, lo, hi) <= high = clamp(qmax, lo, hi)
+        # (clamp(v, a, b) = min(max(v, a), b) is monotonic in v), so the bounds are merged
+        # on entry and the last stage compares once.
+        side_layout = data.StructLayout({
+            "valid": 1, "tag": unsigned(self._tag_width),
+            "zp": signed(9), "low": signed(9), "high": signed(9),
+        })
+        side = [Signal(side_layout, name=f"side{s}") for s in range(1, self.latency + 1)]
+        qmin = Mux(self.y_signed, -128, 0)
+        qmax = Mux(self.y_signed, 127, 255)
+        m.d.sync += [
+            side[0].valid.eq(self.i.valid), side[0].tag.eq(self.i.payload.tag),
+            side[0].zp.eq(self.y_zp),
+            side[0].low.eq(_clamp(qmin, self.y_lo, self.y_hi)),
+            side[0].high.eq(_clamp(qmax, self.y_lo, self.y_hi)),
+        ]
+        for s in range(1, self.latency):
+            m.d.sync += side[s].eq(side[s - 1])
+
+        last = side[-1]
+        m.d.comb += [self.o.valid.eq(last.valid), self.o.payload.tag.eq(last.tag)]
+        for c in range(self._config.cols):
+            m.d.comb += self.o.payload.data[c].eq(
+                self._lane(m, platform, c, self.i.payload.acc[c], self.params[c], side))
+        return m
+
+    def _lane(self, m, platform, c, acc, param, side):
+        """Build lane ``c``'s pipeline; return its output byte (a stage-8 register)."""
+        def reg(shape, name):
+            return Signal(shape, name=f"lane{c}_{name}")
+
+        # -- stage 1: v = acc + bias (int32 wrap). Sample the mantissa and exponent. -----
+        v = reg(signed(_V_BITS), "v")
+        mant1, expo1 = reg(unsigned(_MANT_BITS), "mant1"), reg(signed(8), "expo1")
+        m.d.sync += [v.eq(acc + param.bias), mant1.eq(param.mantissa), expo1.eq(param.exponent)]
+
+        # -- stage 2: sign and magnitude, |v| <= 2**31 ------------------------------------
+        neg2, mag2 = reg(1, "neg2"), reg(unsigned(_V_BITS), "mag2")
+        mant2, expo2 = reg(unsigned(_MANT_BITS), "mant2"), reg(signed(8), "expo2")
+        m.d.sync += [
+            neg2.eq(v[-1]),
+            mag2.eq(Mux(v[-1], -v, v)),
+            mant2.eq(mant1), expo2.eq(expo1),
+        ]
+
+        # -- stage 3: leading zeros; fold them into the exponent --------------------------
+        zero, lz = _count_leading_zeros(mag2)
+        neg3, zero3, mag3 = reg(1, "neg3"), reg(1, "zero3"), reg(unsigned(_V_BITS), "mag3")
+        lz3 = reg(unsigned(5), "lz3")
+        mant3 = reg(unsigned(_MANT_BITS), "mant3")
+        # |v| = a * 2**(n - 24) after rounding, with n = 32 - lz significant bits, and the
+        # product a * m is rounded at bit 23 + t (t = 0 or 1 below). So the value is
+        # r * 2**(n - 24 + e + 23 + t) = r * 2**-R with R = lz - 31 - e - t (- carries).
+        shift3 = reg(signed(_EXP_BITS), "shift3")
+        m.d.sync += [
+            neg3.eq(neg2), zero3.eq(zero), mag3.eq(mag2), lz3.eq(lz), mant3.eq(mant2),
+            shift3.eq(lz - 31 - expo2),
+        ]
+
+        # -- stage 4: f32(|v|): normalize to 32 bits, round half-even to 24 ---------------
+        norm = Signal(unsigned(_V_BITS), name=f"lane{c}_norm")
+        m.d.comb += norm.eq(mag3 << lz3)
+        a_round = _round_half_even(norm, 8)  # 25 bits, top bit is the carry
+        neg4, zero4 = reg(1, "neg4"), reg(1, "zero4")
+        a4 = reg(unsigned(_MANT_BITS), "a4")
+        mant4 = reg(unsigned(_MANT_BITS), "mant4")
+        shift4 = reg(signed(_EXP_BITS), "shift4")
+        carry4 = a_round[_MANT_BITS]
+        m.d.sync += [
+            neg4.eq(neg3), zero4.eq(zero3), mant4.eq(mant3),
+            # A carry out of the rounding gives 2**24 = 2**23 * 2: renormalize.
+            a4.eq(a_round[:_MANT_BITS] | (carry4 << (_MANT_BITS - 1))),
+            shift4.eq(shift3 - carry4),
+        ]
+
+        # -- stage 5: the exact 24x24 product, in [2**46, 2**48) --------------------------
+        # TODO: this stage limits the requantizer to about 87 MHz on an ECP5-85 (nextpnr,
+        # out of context, four unregistered MULT18X18D). A registered DSP multiplier from
+        # multiplier() would split it and add one cycle of latency. On iCE40 without DSPs
+        # one lane takes about 2,200 LUT4s, so four lanes do not fit an UP5K: the icebreaker
+        # build needs SB_MAC16 multipliers or one lane shared over the columns.
+        mul = multiplier(unsigned(_MANT_BITS), unsigned(_MANT_BITS), platform=platform)
+        m.submodules[f"mul{c}"] = mul
+        m.d.comb += [mul.a.eq(a4), mul.b.eq(mant4)]
+        neg5, zero5 = reg(1, "neg5"), reg(1, "zero5")
+        p5 = reg(unsigned(2 * _MANT_BITS), "p5")
+        shift5 = reg(signed(_EXP_BITS), "shift5")
+        m.d.sync += [neg5.eq(neg4), zero5.eq(zero4), p5.eq(mul.p), shift5.eq(shift4)]
+
+        # -- stage 6: f32(product): round half-even to 24 significant bits ----------------
+        top = p5[-1]
+        p_norm = Signal(unsigned(2 * _MANT_BITS - 1), name=f"lane{c}_p_norm")
+        m.d.comb += p_norm.eq(Mux(top, p5[1:], p5[:-1]))  # the sticky bit p5[0] is kept below
+        r_round = _round_half_even(p_norm, _MANT_BITS - 1, extra_sticky=top & p5[0])
+        carry6 = r_round[_MANT_BITS]
+        neg6, zero6 = reg(1, "neg6"), reg(1, "zero6")
+        r6 = reg(unsigned(_MANT_BITS), "r6")
+        shift6 = reg(signed(_EXP_BITS), "shift6")
+        m.d.sync += [
+            neg6.eq(neg5), zero6.eq(zero5),
+            r6.eq(r_round[:_MANT_BITS] | (carry6 << (_MANT_BITS - 1))),
+            shift6.eq(shift5 - top - carry6),
+        ]
+
+        # -- stage 7: q = rne(r / 2**R) ---------------------------------------------------
+        # R <= 14 saturates, R >= 25 gives 0; R in 15..24 shifts right by 15 + (R - 15).
+        coarse, coarse_sticky = _shift_right_sticky(r6, (shift6 - (_SAT_SHIFT + 1))[:4])
+        q_round = _round_half_even(coarse, _SAT_SHIFT + 1, extra_sticky=coarse_sticky)
+        neg7 = reg(1, "neg7")
+        q7 = reg(unsigned(_Q_BITS), "q7")
+        m.d.sync += neg7.eq(neg6)
+        with m.If(zero6 | (shift6 > _ZERO_SHIFT)):
+            m.d.sync += q7.eq(0)
+        with m.Elif(shift6 <= _SAT_SHIFT):
+            m.d.sync += q7.eq(1 << (_Q_BITS - 1))
+        with m.Else():
+            m.d.sync += q7.eq(q_round)
+
+        # -- stage 8: sign, zero point, saturation to the output type and clamp -----------
+        s7 = side[6]
+        y = Signal(signed(_Y_BITS), name=f"lane{c}_y")
+        m.d.comb += y.eq(Mux(neg7, s7.zp - q7, s7.zp + q7))
+        out8 = reg(unsigned(8), "out8")
+        m.d.sync += out8.eq(_clamp_ordered(y, s7.low, s7.high)[:8])
+        return out8
+
+
+def _clamp(value, low, high):
+    """Return ``min(max(value, low), high)`` (``high`` if ``low > high``, like ``np.clip``)."""
+    raised = Mux(value < low, low, value)
+    return Mux(raised > high, high, raised)
+
+
+def _clamp_ordered(value, low, high):
+    """Return ``min(max(value, low), high)`` for ``low <= high``, comparing in parallel."""
+    return Mux(value > high, high, Mux(value < low, low, value))
+
+
+def _count_leading_zeros(value):
+    """Return ``(all_zero, count)`` for a power-of-two-wide value; ``count`` is log2(width) bits.
+
+    A tree of 2:1 choices (depth log2(width)); ``count`` is meaningless when ``all_zero``.
+    """
+    width = len(value)
+    if width & (width - 1):
+        raise ValueError(f"the value's width must be a power of two, not {width}")
+    if width == 1:
+        return ~value[0], Const(0, 0)
+    half = width // 2
+    zero_hi, count_hi = _count_leading_zeros(value[half:])
+    zero_lo, count_lo = _count_leading_zeros(value[:half])
+    return zero_hi & zero_lo, Mux(zero_hi, Cat(count_lo, 1), Cat(count_hi, 0))
+
+
+def _round_half_even(value, bits, extra_sticky=0):
+    """Return ``rne(value / 2**bits)`` (one bit wider than ``value[bits:]`` for the carry).
+
+    ``extra_sticky`` ORs further nonzero bits below the kept ones into the sticky bit.
+    """
+    kept = value[bits:]
+    guard = value[bits - 1]
+    sticky = value[:bits - 1].any() | extra_sticky if bits > 1 else extra_sticky
+    up = guard & (sticky | kept[0])
+    return kept + up
+
+
+def _shift_right_sticky(value, amount):
+    """Return ``(value >> amount, OR of the bits shifted out)``, a log-depth shifter."""
+    width = len(value)
+    sticky = Const(0, 1)
+    for j, bit in enumerate(amount):
+        step = 1 << j
+        lost = value[:min(step, width)].any()
+        sticky = sticky | (bit & lost)
+        value = Mux(bit, value >> step, value)[:width]
+    return value, sticky
