@@ -35,9 +35,11 @@ class TensorSpec:
 class Model:
     """Hold a model in accel's canonical quantized form, ready to load on any device."""
 
-    def __init__(self, graph, source: str):
+    def __init__(self, graph, source: str, onnx_bytes: bytes | None = None):
         self.graph = graph
         self.source = source
+        # The serialized ONNX model when it was loaded from bytes or a ModelProto (a path can be re-read).
+        self.onnx_bytes = onnx_bytes
 
     @property
     def name(self) -> str:
@@ -72,7 +74,10 @@ def load_model(source, name: str | None = None) -> Model:
 
     graph = canonicalize(import_model(source, name))
     label = source if isinstance(source, (str, os.PathLike)) else getattr(getattr(source, "graph", None), "name", "<model>")
-    return Model(graph, os.fspath(label) if isinstance(label, os.PathLike) else str(label))
+    onnx_bytes = bytes(source) if isinstance(source, (bytes, bytearray)) else None
+    if hasattr(source, "SerializeToString"):
+        onnx_bytes = source.SerializeToString()
+    return Model(graph, os.fspath(label) if isinstance(label, os.PathLike) else str(label), onnx_bytes)
 
 
 class Device:

@@ -1,8 +1,10 @@
 """Implement the ``accel`` command line.
 
-``accel inspect MODEL.onnx`` prints the canonical layer table; ``accel run MODEL.onnx
---input X.npy -o Y.npy`` runs a model on a device. Errors in the user's input print one
-line and exit with status 2.
+``accel inspect MODEL.onnx`` prints the canonical layer table; ``accel compile MODEL.onnx
+--config PRESET -o MODEL.accel`` compiles a model into an artifact; ``accel report
+MODEL.accel`` prints its per-layer cycles and utilization; ``accel run MODEL.{onnx,accel}
+--input X.npy -o Y.npy --device golden|emu|rtl`` runs a model or an artifact on a device.
+Errors in the user's input print one line and exit with status 2.
 """
 
 from __future__ import annotations
@@ -15,18 +17,12 @@ import numpy as np
 
 from . import __version__
 from .api import device_names, load_model, open_device
-from .errors import AccelError
+from .artifact import ArtifactError, is_artifact, load_artifact
+from .config import preset, preset_names
+from .errors import AccelError, DeviceError
+from .report import format_table, report_text, summary_line
 
 __all__ = ["main"]
-
-
-def _table(headers: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:
-    widths = [max(len(str(x)) for x in col) for col in zip(headers, *rows)]
-    def fmt(row):
-        return "  ".join(str(c).rjust(w) if i in right else str(c).ljust(w) for i, (c, w) in enumerate(zip(row, widths))).rstrip()
-    lines = [fmt(headers), "  ".join("-" * w for w in widths)]
-    lines += [fmt(r) for r in rows]
-    return "\n".join(lines)
 
 
 def _shape(graph, name) -> str:
@@ -66,7 +62,7 @@ def inspect_text(model) -> str:
         for spec in specs:
             dims = ["N", *map(str, spec.shape[1:])] if spec.dynamic_batch else list(map(str, spec.shape))
             header.append(f"{kind} {spec.name}: {spec.dtype.name}[{'x'.join(dims)}]")
-    table = _table(["#", "name", "op", "attrs", "input", "output", "dtype", "MACs", "params", "quantization"], rows,
+    table = format_table(["#", "name", "op", "attrs", "input", "output", "dtype", "MACs", "params", "quantization"], rows,
                    right={0, 7, 8})
     footer = f"{len(g.nodes)} ops, {total_macs:,} MACs, {total_params:,} parameters per inference"
     return "\n".join(header) + "\n\n" + table + "\n\n" + footer
@@ -98,19 +94,61 @@ def _save_arrays(path: str, outputs: dict[str, np.ndarray]):
         raise AccelError(f"{path}: the model has {len(outputs)} outputs {list(outputs)}; write an .npz")
 
 
-def _load_any(path: str):
-    return load_model(path)
+def _is_artifact_path(path: str) -> bool:
+    return path.endswith(".accel") or is_artifact(path)
+
+
+def _open(name: str, **options):
+    try:
+        return open_device(name, **options)
+    except ImportError as exc:
+        raise DeviceError(f"device {name!r} is not available in this installation: {exc}") from None
 
 
 def cmd_inspect(args):
-    print(inspect_text(_load_any(args.model)))
+    print(inspect_text(load_model(args.model)))
+
+
+def cmd_compile(args):
+    from .compiler.backend import compile_model
+    config = preset(args.config)
+    artifact = compile_model(load_model(args.model), config, batch=args.batch)
+    output = args.output or os.path.splitext(args.model)[0] + ".accel"
+    artifact.save(output)
+    print(f"wrote {output}: {artifact.source_name} for {config.name} ({artifact.config_hash})")
+    print(summary_line(artifact))
+
+
+def cmd_report(args):
+    print(report_text(load_artifact(args.artifact)))
+
+
+def _device_for(args):
+    """Return (device, input names) for ``accel run``: the model or artifact loaded on the chosen device."""
+    if _is_artifact_path(args.model):
+        artifact = load_artifact(args.model)
+        if args.batch is not None:
+            raise AccelError(f"--batch applies when compiling an .onnx model; {args.model} was compiled for batch "
+                             f"{artifact.batch}")
+        if args.device == "golden":
+            if not artifact.source_onnx:
+                raise ArtifactError(f"{args.model}: the artifact holds no source model, so the golden model cannot "
+                                    f"run it")
+            model = load_model(artifact.source_onnx, artifact.source_name)
+            return _open("golden").load(model), [s.name for s in model.inputs]
+        device = _open(args.device, **({"config": args.config} if args.config else {}))
+        return device.load(artifact), [t.name for t in artifact.inputs]
+    model = load_model(args.model)
+    if args.device == "golden":
+        return _open("golden").load(model), [s.name for s in model.inputs]
+    device = _open(args.device, config=preset(args.config or "sim-small"), batch=args.batch or 1)
+    return device.load(model), [s.name for s in model.inputs]
 
 
 def cmd_run(args):
-    model = _load_any(args.model)
-    x = _load_arrays(args.input, [s.name for s in model.inputs])
-    with open_device(args.device) as device:
-        device.load(model)
+    device, names = _device_for(args)
+    with device:
+        x = _load_arrays(args.input, names)
         outputs = device.run_dict(x)
     _save_arrays(args.output, outputs)
     for name, value in outputs.items():
@@ -126,11 +164,26 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("model", help="quantized ONNX model")
     p.set_defaults(func=cmd_inspect)
 
-    p = sub.add_parser("run", help="run a model on a device")
+    p = sub.add_parser("compile", help="compile a model for a hardware config into an .accel artifact")
     p.add_argument("model", help="quantized ONNX model")
+    p.add_argument("--config", "-c", default="sim-small", help=f"hardware config: {', '.join(preset_names())} "
+                   "(default sim-small)")
+    p.add_argument("--batch", "-b", type=int, default=1, help="inferences per run (default 1)")
+    p.add_argument("--output", "-o", help="artifact to write (default: MODEL with .accel)")
+    p.set_defaults(func=cmd_compile)
+
+    p = sub.add_parser("report", help="print an artifact's per-layer cycles and utilization")
+    p.add_argument("artifact", help=".accel artifact")
+    p.set_defaults(func=cmd_report)
+
+    p = sub.add_parser("run", help="run a model or artifact on a device")
+    p.add_argument("model", help="quantized ONNX model or .accel artifact")
     p.add_argument("--input", "-i", required=True, help=".npy (one input) or .npz keyed by input name")
     p.add_argument("--output", "-o", required=True, help=".npy (one output) or .npz keyed by output name")
     p.add_argument("--device", "-d", default="golden", help=f"engine: {', '.join(device_names())} (default golden)")
+    p.add_argument("--config", "-c", help="hardware config to compile an .onnx for (emu/rtl; default sim-small), or "
+                   "to require of an artifact")
+    p.add_argument("--batch", "-b", type=int, help="inferences per run when compiling an .onnx (default 1)")
     p.set_defaults(func=cmd_run)
     return parser
 
@@ -141,6 +194,9 @@ def main(argv=None) -> int:
     try:
         args.func(args)
     except AccelError as exc:
+        print(f"accel: error: {exc}", file=sys.stderr)
+        return 2
+    except OSError as exc:  # an unwritable output path and the like
         print(f"accel: error: {exc}", file=sys.stderr)
         return 2
     except KeyboardInterrupt:

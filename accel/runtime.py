@@ -236,11 +236,12 @@ class HardwareDevice(Device):
             out = self.target.execute(ops + reads)
             status, cycles = out[len(ops) - 1]
             self.last_cycles.append(cycles)
+            matrices = [unpack_rows(words, art.batch * t.rows, t.features, config,
+                                    np.dtype(t.quant["dtype"]) == np.int8)
+                        for t, words in zip(art.outputs, out[len(ops):])]
             for b in range(len(group)):
                 result = {}
-                for t, words in zip(art.outputs, out[len(ops):]):
-                    signed = np.dtype(t.quant["dtype"]) == np.int8
-                    matrix = unpack_rows(words, art.batch * t.rows, t.features, config, signed)
+                for t, matrix in zip(art.outputs, matrices):
                     q = matrix[b * t.rows:(b + 1) * t.rows].astype(t.quant["dtype"]).reshape(t.shape)
                     result[t.name] = dequantize_output(t, q)
                 results.append(result)

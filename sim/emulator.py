@@ -1,0 +1,248 @@
+"""Execute compiled programs instruction by instruction on NumPy images of the accelerator's memories.
+
+:class:`EmulatorTarget` is a :class:`~accel.runtime.Target`: it answers the host-link
+operations (WRITE, READ, RUN, STATUS, IDENT) like the hardware, decodes every instruction
+with :func:`accel.isa.decode` and executes it as ``docs/isa.md`` specifies, one whole
+MATMUL at a time with NumPy (all rows and tiles at once), requantizing with
+:func:`accel.numerics.requantize_integer` on the parameter words. Its cycle count comes
+from :mod:`accel.compiler.cycles`, the model the compiler reports.
+
+The emulator is stricter than the hardware: an access past a buffer's depth, a MATMUL that
+writes rows it reads, a MATMUL that reads rows an earlier MATMUL wrote without a SYNC in
+between (the hardware may not have written them yet), or an invalid parameter word raises
+:class:`DeviceError` naming the instruction.
+
+:class:`EmulatorDevice` is the ``emu`` device of :func:`accel.open_device`.
+"""
+
+from __future__ import annotations
+
+from typing import NamedTuple
+
+import numpy as np
+
+from .. import numerics
+from ..compiler.cycles import CycleModel
+from ..compiler.layout import pack_words, unpack_param_words, unpack_words, wrap_signed
+from ..config import HW_REVISION, HardwareConfig
+from ..errors import DeviceError
+from ..isa import Memory, Opcode, decode
+from ..runtime import HardwareDevice, Ident, IdentInfo, Read, Run, Status, Target, Write
+
+__all__ = ["EmulatorTarget", "EmulatorDevice"]
+
+STATUS_BUSY = 1
+STATUS_DONE = 2
+
+
+class EmulatorTarget(Target):
+    """Emulate one accelerator of ``config`` at the instruction level.
+
+    Members: ``imem`` (list of instruction words), ``wbuf`` (int64 ``[depth, cols]`` signed
+    weights), ``abuf`` (uint8 ``[depth, rows]`` bytes), ``pbuf`` (list of parameter words),
+    ``accbuf`` (int64 ``[depth, cols]`` accumulators), ``cycles`` (of the last RUN).
+    """
+
+    def __init__(self, config: HardwareConfig):
+        self.config = config
+        self.imem = [0] * config.imem.depth
+        self.wbuf = np.zeros((config.wbuf.depth, config.cols), np.int64)
+        self.abuf = np.zeros((config.abuf.depth, config.rows), np.uint8)
+        self.pbuf = [0] * config.pbuf.depth
+        self.accbuf = np.zeros((config.accbuf.depth, config.cols), np.int64)
+        self.cycles = 0
+        self.status = 0
+        self._decoded: dict[int, _Insn] = {}
+        self._params: dict[int, tuple] = {}
+
+    # -- host link ------------------------------------------------------------------------
+    def execute(self, ops: list) -> list:
+        results = []
+        for op in ops:
+            if isinstance(op, Write):
+                results.append(self._write(op.mem, op.addr, op.words))
+            elif isinstance(op, Read):
+                results.append(self._read(op.mem, op.addr, op.count))
+            elif isinstance(op, Run):
+                results.append(self.run())
+            elif isinstance(op, Status):
+                results.append((self.status, self.cycles))
+            elif isinstance(op, Ident):
+                cfg = self.config
+                results.append(IdentInfo(cfg.config_id(), HW_REVISION, cfg.rows, cfg.cols))
+            else:
+                raise DeviceError(f"emu: not a host-link operation: {op!r}")
+        return results
+
+    def _span(self, mem: Memory, addr: int, count: int, what: str) -> slice:
+        depth = getattr(self.config, mem.config_field).depth
+        if addr < 0 or count < 0 or addr + count > depth:
+            raise DeviceError(f"emu: {what} of {count} words at {mem.name} address {addr} runs past its depth {depth}")
+        return slice(addr, addr + count)
+
+    def _write(self, mem: Memory, addr: int, words) -> None:
+        cfg, span = self.config, self._span(mem, addr, len(words), "WRITE")
+        if mem == Memory.IMEM:
+            self.imem[span] = [int(w) for w in words]
+        elif mem == Memory.WBUF:
+            self.wbuf[span] = unpack_words(words, cfg.cols, cfg.weight_bits, signed=True)
+        elif mem == Memory.ABUF:
+            self.abuf[span] = unpack_words(words, cfg.rows, 8, signed=False)
+        elif mem == Memory.PBUF:
+            self.pbuf[span] = [int(w) for w in words]
+            self._params.clear()
+        else:
+            self.accbuf[span] = unpack_words(words, cfg.cols, cfg.acc_width, signed=True)
+        return None
+
+    def _read(self, mem: Memory, addr: int, count: int) -> list[int]:
+        cfg, span = self.config, self._span(mem, addr, count, "READ")
+        if mem == Memory.IMEM:
+            return list(self.imem[span])
+        if mem == Memory.WBUF:
+            return pack_words(self.wbuf[span], cfg.weight_bits)
+        if mem == Memory.ABUF:
+            return pack_words(self.abuf[span], 8)
+        if mem == Memory.PBUF:
+            return list(self.pbuf[span])
+        return pack_words(self.accbuf[span], cfg.acc_width)
+
+    # -- execution ------------------------------------------------------------------------
+    def run(self) -> None:
+        """Execute the program from IMEM address 0 to its HALT."""
+        model = CycleModel(self.config)
+        self.status = STATUS_BUSY
+        pending = np.zeros(self.config.abuf.depth, bool)  # ABUF words written since the last SYNC
+        results: list[_Result] = []
+        for pc in range(self.config.imem.depth):
+            insn = self._decode(pc)
+            if insn.opcode == Opcode.MATMUL:
+                results.append(self._matmul(pc, insn, pending))
+            elif insn.opcode in (Opcode.SYNC, Opcode.HALT):
+                self._write_results(results)
+                results, pending[:] = [], False
+            model.step(insn.opcode, insn.count, insn.k_tiles)
+            if insn.opcode == Opcode.HALT:
+                self.cycles, self.status = model.cycles, STATUS_DONE
+                return None
+        self.status = 0
+        raise DeviceError(f"emu: the program ran past the end of IMEM (address {self.config.imem.depth - 1}) "
+                          f"without a HALT")
+
+    def _decode(self, pc: int) -> "_Insn":
+        word = self.imem[pc]
+        insn = self._decoded.get(word)
+        if insn is None:
+            view = decode(word)
+            try:
+                insn = self._decoded[word] = _Insn(*(getattr(view, name) for name in _Insn._fields))
+            except ValueError:
+                raise DeviceError(f"emu: IMEM {pc} holds opcode {word & 0xF}, which is not an instruction") from None
+        return insn
+
+    def _matmul(self, pc: int, insn: "_Insn", pending: np.ndarray) -> "_Result":
+        """Accumulate one MATMUL; return its int32 sums, which :meth:`_write_results` requantizes into ABUF."""
+        cfg, where = self.config, f"emu: MATMUL at IMEM {pc}"
+        R, count, k_tiles = cfg.rows, insn.count, insn.k_tiles
+        if not 1 <= count <= cfg.accbuf.depth or k_tiles < 1:
+            raise DeviceError(f"{where}: count {count} must be 1..{cfg.accbuf.depth} and k_tiles {k_tiles} >= 1")
+        dtype = np.dtype(np.int8 if insn.y_signed else np.uint8)
+        lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
+        if not (lo <= insn.y_zp <= hi and lo <= insn.y_lo <= insn.y_hi <= hi):
+            raise DeviceError(f"{where}: y_zp {insn.y_zp} and clamp [{insn.y_lo}, {insn.y_hi}] must lie in "
+                              f"[{lo}, {hi}] for {dtype.name} results")
+        w = self.wbuf[self._span(Memory.WBUF, insn.w_addr, k_tiles * R, where)]
+        m = np.arange(count)
+        a_idx = insn.a_addr + m[:, None] * insn.a_stride + np.arange(k_tiles)[None, :]
+        y_idx = insn.y_addr + m * insn.y_stride
+        self._span(Memory.ABUF, int(a_idx.min()), int(a_idx.max()) - int(a_idx.min()) + 1, where)
+        self._span(Memory.ABUF, int(y_idx.min()), int(y_idx.max()) - int(y_idx.min()) + 1, where)
+        if pending[a_idx].any():
+            raise DeviceError(f"{where} reads ABUF {int(a_idx[pending[a_idx]][0])}, which an earlier MATMUL writes "
+                              f"with no SYNC in between")
+        if not (y_idx.max() < a_idx.min() or y_idx.min() > a_idx.max()) and np.isin(y_idx, a_idx).any():
+            raise DeviceError(f"{where} writes ABUF {int(y_idx[np.isin(y_idx, a_idx)][0])}, which it also reads")
+        pending[y_idx] = True
+        x = self.abuf[a_idx]  # [count, k_tiles, R] bytes
+        x = (x.view(np.int8) if insn.x_signed else x).astype(np.float64).reshape(count, k_tiles * R)
+        wf = w.astype(np.float64)
+        # Exact in float64: |x @ w| < 2**53. Two's complement wrap-around is modular, so wrapping
+        # once at the end equals wrapping after every tile.
+        acc = wrap_signed(np.matmul(x, wf).astype(np.int64), cfg.acc_width)
+        if k_tiles > 1:  # the ACC rows hold the partial sums before the last tile
+            partial = np.matmul(x[:, :-R], wf[:-R]).astype(np.int64)
+            self.accbuf[self._span(Memory.ACCBUF, insn.acc_addr, count, where)] = wrap_signed(partial, cfg.acc_width)
+        bias, multiplier = self._param_words(pc, insn.p_addr)
+        return _Result(pc, y_idx, wrap_signed(acc + bias, 32), np.broadcast_to(multiplier, acc.shape),
+                       (dtype, insn.y_zp, insn.y_lo, insn.y_hi))
+
+    def _write_results(self, results: list["_Result"]) -> None:
+        """Requantize finished MATMULs into ABUF, one NumPy call per distinct (dtype, zero point, clamp).
+
+        Results land at the next SYNC or HALT; no instruction before it may read them (the
+        hazard check in :meth:`_matmul`), so the order of writes is invisible.
+        """
+        groups: dict[tuple, list[_Result]] = {}
+        for result in results:
+            groups.setdefault(result.output, []).append(result)
+        for (dtype, zp, lo, hi), group in groups.items():
+            v = np.concatenate([r.sums for r in group])
+            multiplier = np.concatenate([r.multiplier for r in group])
+            try:
+                y = numerics.requantize_integer(v, multiplier, zp, dtype, (lo, hi))
+            except ValueError as exc:
+                raise DeviceError(f"emu: MATMUL at IMEM {group[0].pc}: {exc}") from None
+            self.abuf[np.concatenate([r.rows for r in group])] = y.view(np.uint8)
+
+    def _param_words(self, pc: int, p_addr: int) -> tuple[np.ndarray, np.ndarray]:
+        """Return the int32 biases and float32 multipliers of PBUF words ``p_addr .. p_addr + cols - 1``."""
+        params = self._params.get(p_addr)
+        if params is None:
+            span = self._span(Memory.PBUF, p_addr, self.config.cols, f"emu: MATMUL at IMEM {pc}")
+            bias, mantissa, exponent = unpack_param_words(self.pbuf[span])
+            bad = (mantissa < 1 << 23) | (exponent < -63) | (exponent > -16)
+            if bad.any():
+                raise DeviceError(f"emu: MATMUL at IMEM {pc}: PBUF word {p_addr + int(np.flatnonzero(bad)[0])} holds "
+                                  f"no valid multiplier (mantissa must be in [2**23, 2**24), exponent in [-63, -16])")
+            multiplier = np.ldexp(mantissa.astype(np.float64), exponent).astype(np.float32)  # exact: 24-bit mantissa
+            params = self._params[p_addr] = (bias, multiplier)
+        return params
+
+
+class _Insn(NamedTuple):
+    """Hold one decoded instruction's fields as plain integers (decoding through the ``isa.Insn`` view)."""
+
+    opcode: Opcode
+    x_signed: int
+    y_signed: int
+    w_addr: int
+    a_addr: int
+    a_stride: int
+    count: int
+    k_tiles: int
+    acc_addr: int
+    p_addr: int
+    y_addr: int
+    y_stride: int
+    y_zp: int
+    y_lo: int
+    y_hi: int
+
+
+class _Result(NamedTuple):
+    """Hold one MATMUL's int32 sums until they are requantized into ABUF rows."""
+
+    pc: int
+    rows: np.ndarray        # ABUF word of each output row
+    sums: np.ndarray        # int32 [count, cols]: acc + bias
+    multiplier: np.ndarray  # float32 [count, cols]
+    output: tuple           # (dtype, y_zp, y_lo, y_hi)
+
+
+class EmulatorDevice(HardwareDevice):
+    """Run compiled artifacts on the instruction-level emulator (``accel.open_device("emu")``)."""
+
+    name = "emu"
+
+    def _make_target(self, config: HardwareConfig) -> EmulatorTarget:
+        return EmulatorTarget(config)
