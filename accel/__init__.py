@@ -17,8 +17,13 @@ from .errors import (AccelError, DeviceError, FloatModelError, InputMismatchErro
 
 __version__ = "0.1.0"
 
+from .artifact import Artifact, ArtifactError, load_artifact  # noqa: E402
+from .compiler.errors import CompileError, DoesNotFitError  # noqa: E402
+from .config import HardwareConfig, preset  # noqa: E402
+
 __all__ = [
     "load_model", "open_device", "register_device", "device_names", "Model", "Device", "TensorSpec",
     "AccelError", "ModelFormatError", "FloatModelError", "UnsupportedOpError", "UnsupportedAttributeError",
-    "ShapeError", "InputMismatchError", "DeviceError", "__version__",
+    "ShapeError", "InputMismatchError", "DeviceError", "CompileError", "DoesNotFitError", "ArtifactError",
+    "Artifact", "load_artifact", "HardwareConfig", "preset", "__version__",
 ]
