@@ -1,0 +1,447 @@
+"""Fetch, decode and execute the program: the MATMUL sequencer, accumulation and write-back.
+
+:class:`Controller` runs a program from IMEM when started and keeps the systolic array
+busy. Its parts work concurrently and hand work to each other in instruction order:
+
+* **front**: fetches an instruction, decodes it through a view of :class:`accel.isa.Insn`
+  and dispatches a ``MATMUL`` to the weight and input sequencers and to the back end (an
+  instruction *context*); ``SYNC`` and ``HALT`` wait until everything before them is
+  written back;
+* **weight sequencer**: streams the ``k_tiles * rows`` consecutive WBUF words of an
+  instruction into the array's ``load`` port. The array's shadow tile lets it load tile
+  ``kt + 1`` while tile ``kt`` streams;
+* **parameter loader**: reads the instruction's ``cols`` PBUF words into one of two
+  parameter banks (one per context);
+* **input sequencer**: streams ``count`` ABUF rows per tile into the array's ``x`` port,
+  sign- or zero-extended to 9 bits, ``first`` on row 0 of each tile, tagged
+  ``{m, first_tile, last_tile}``;
+* **accumulate stage**: adds each output row to ``ACC[acc_addr + m]`` (unless it is of the
+  first tile) and writes it back (unless it is of the last tile); last-tile rows go to the
+  requantizer with their instruction's parameters;
+* **write-back**: stores requantized rows at ``ABUF[y_addr + m*y_stride]``.
+
+Two contexts let one instruction's results drain while the next one streams.
+
+Timing (measured on the RTL, ``tests/sim/test_core.py``; ``R = rows``, ``C = cols``,
+array latency ``R + C + 1``, requantizer latency 8):
+
+* a run of one ``MATMUL`` and ``HALT`` takes
+  ``count + (k_tiles - 1) * max(count, R + 1) + 2R + C + 15`` cycles: fetch, decode and
+  dispatch (3), the first weight tile (``R + 1``), the input read (1), streaming, then the
+  drain: array, accumulate (1), requantizer, write-back (1) and the ``HALT`` (2);
+* each further ``MATMUL`` adds ``k_tiles * max(count, R + 1)``: its first tile loads while
+  the previous instruction's last tile streams, and its fetch and parameter load overlap
+  too. Only two instructions can be in flight, so an instruction that streams for fewer
+  cycles than the drain (about ``R + C + 13``) can make the one after next wait;
+* ``SYNC`` waits for the full drain; ``NOP`` takes 2 cycles, a ``HALT``-only program 3.
+"""
+
+from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
+from amaranth.lib import data, stream, wiring
+from amaranth.lib.memory import ReadPort, WritePort
+from amaranth.lib.wiring import In, Out
+
+from .. import isa
+from ..config import HardwareConfig
+from .pe import X_WIDTH
+
+__all__ = ["Tag", "TAG_WIDTH", "Controller"]
+
+_CONTEXTS = 2  # the code below assumes exactly two (one bit pointers)
+
+
+class Tag(data.Struct):
+    """Lay out the tag that travels with each input row through the array and the requantizer."""
+
+    m: unsigned(16)        # row within the tile, 0 .. count-1
+    first_tile: unsigned(1)
+    last_tile: unsigned(1)
+
+
+TAG_WIDTH = data.Layout.cast(Tag).size
+
+
+class _Context(data.Struct):
+    """Hold what the back end needs of one MATMUL in flight (the parameters live in a bank)."""
+
+    count: unsigned(16)
+    acc_addr: unsigned(16)
+    y_addr: unsigned(20)
+    y_stride: unsigned(16)
+    y_zp: signed(9)
+    y_lo: signed(9)
+    y_hi: signed(9)
+    y_signed: unsigned(1)
+
+
+class Controller(wiring.Component):
+    """Execute a program from IMEM: ``NOP``, ``MATMUL``, ``SYNC`` and ``HALT`` per ``docs/isa.md``.
+
+    ``start`` runs the program from PC 0; ``busy`` is high from the cycle after ``start``
+    until ``HALT`` has waited for every result to be written, and ``halted`` pulses in the
+    cycle ``busy`` falls. ``cycles`` counts the busy cycles of the last run. A ``MATMUL``
+    with ``count = 0`` or ``k_tiles = 0`` does nothing; unknown opcodes act as ``NOP``.
+
+    Memory ports are initiator-side :class:`amaranth.lib.memory.ReadPort` /
+    :class:`WritePort` signatures with synchronous reads (data the cycle after ``en``,
+    held while ``en`` is low). The controller drives them only while ``busy``. The ACC read
+    port must be transparent to the ACC write port: a row's read-add-write then sees the
+    previous tile's write even when both hit the same word in consecutive cycles
+    (``count = 1``).
+
+    Members
+    -------
+    start : ``In(1)``
+    busy : ``Out(1)``
+    halted : ``Out(1)``
+    cycles : ``Out(64)``
+    imem : ``In(ReadPort.Signature(addr_width=imem.addr_bits, shape=256))``
+    wbuf : ``In(ReadPort.Signature(...))``
+    pbuf : ``In(ReadPort.Signature(...))``
+    abuf_r : ``In(ReadPort.Signature(...))``
+        Input rows.
+    abuf_w : ``In(WritePort.Signature(...))``
+        Results.
+    acc_r : ``In(ReadPort.Signature(...))``
+    acc_w : ``In(WritePort.Signature(...))``
+    load : ``Out(stream.Signature(data.ArrayLayout(signed(weight_bits), cols)))``
+        To :class:`SystolicArray` ``load``.
+    x : ``Out(stream.Signature(...{"data", "first", "tag"}))``
+        To :class:`SystolicArray` ``x``; the tag is a :class:`Tag`.
+    y : ``In(stream.Signature(...{"data", "tag"}, always_ready=True))``
+        From :class:`SystolicArray` ``y``.
+    rq_i : ``Out(stream.Signature(...{"acc", "tag"}, always_ready=True))``
+        To :class:`Requantizer` ``i``.
+    rq_o : ``In(stream.Signature(...{"data", "tag"}, always_ready=True))``
+        From :class:`Requantizer` ``o``.
+    params : ``Out(data.ArrayLayout(isa.ParamWord, cols))``
+    y_zp, y_lo, y_hi : ``Out(signed(9))``
+    y_signed : ``Out(1)``
+        The parameters of the row on ``rq_i``.
+    """
+
+    def __init__(self, config: HardwareConfig):
+        if not isinstance(config, HardwareConfig):
+            raise TypeError(f"config must be a HardwareConfig, not {config!r}")
+        self._config = config
+        c = config
+        acc_row = data.ArrayLayout(signed(c.acc_width), c.cols)
+
+        def rp(spec, bits):
+            return In(ReadPort.Signature(addr_width=spec.addr_bits, shape=unsigned(bits)))
+
+        def wp(spec, bits):
+            return In(WritePort.Signature(addr_width=spec.addr_bits, shape=unsigned(bits)))
+
+        super().__init__({
+            "start": In(1),
+            "busy": Out(1),
+            "halted": Out(1),
+            "cycles": Out(64),
+            "imem": rp(c.imem, isa.INSN_BITS),
+            "wbuf": rp(c.wbuf, c.wbuf_word_bits),
+            "pbuf": rp(c.pbuf, isa.PARAM_BITS),
+            "abuf_r": rp(c.abuf, c.abuf_word_bits),
+            "abuf_w": wp(c.abuf, c.abuf_word_bits),
+            "acc_r": rp(c.accbuf, c.acc_word_bits),
+            "acc_w": wp(c.accbuf, c.acc_word_bits),
+            "load": Out(stream.Signature(data.ArrayLayout(signed(c.weight_bits), c.cols))),
+            "x": Out(stream.Signature(data.StructLayout({
+                "data": data.ArrayLayout(signed(X_WIDTH), c.rows),
+                "first": 1,
+                "tag": unsigned(TAG_WIDTH),
+            }))),
+            "y": In(stream.Signature(data.StructLayout({
+                "data": acc_row, "tag": unsigned(TAG_WIDTH)}), always_ready=True)),
+            "rq_i": Out(stream.Signature(data.StructLayout({
+                "acc": acc_row, "tag": unsigned(TAG_WIDTH)}), always_ready=True)),
+            "rq_o": In(stream.Signature(data.StructLayout({
+                "data": data.ArrayLayout(unsigned(8), c.cols), "tag": unsigned(TAG_WIDTH)}),
+                always_ready=True)),
+            "params": Out(data.ArrayLayout(isa.ParamWord, c.cols)),
+            "y_zp": Out(signed(9)),
+            "y_lo": Out(signed(9)),
+            "y_hi": Out(signed(9)),
+            "y_signed": Out(1),
+        })
+
+    @property
+    def config(self) -> HardwareConfig:
+        return self._config
+
+    def elaborate(self, platform):
+        m = Module()
+        c = self._config
+        rows, cols = c.rows, c.cols
+
+        # Every memory port is idle unless a unit below enables it.
+        for port in (self.imem, self.wbuf, self.pbuf, self.abuf_r, self.acc_r):
+            m.d.comb += port.en.eq(0)
+        for port in (self.abuf_w, self.acc_w):
+            m.d.comb += port.en.eq(0)
+
+        insn = data.View(isa.Insn, self.imem.data)  # held while imem.en is low
+
+        # -- contexts of MATMULs in flight -----------------------------------------------
+        ctx = [Signal(_Context, name=f"ctx{i}") for i in range(_CONTEXTS)]
+        ctx_valid = Signal(_CONTEXTS)
+        banks = [Signal(data.ArrayLayout(isa.ParamWord, cols), name=f"params{i}")
+                 for i in range(_CONTEXTS)]
+        push_ptr = Signal(range(_CONTEXTS))   # next context the front fills
+        acc_ptr = Signal(range(_CONTEXTS))    # context of the rows entering the accumulate stage
+        wb_ptr = Signal(range(_CONTEXTS))     # context of the rows leaving the requantizer
+        ctx_set = Signal(_CONTEXTS)
+        ctx_clear = Signal(_CONTEXTS)
+        m.d.sync += ctx_valid.eq((ctx_valid | ctx_set) & ~ctx_clear)
+
+        def ctx_at(ptr):
+            return data.View(_Context, Mux(ptr, ctx[1].as_value(), ctx[0].as_value()))
+
+        # -- weight sequencer --------------------------------------------------------------
+        w_ptr = Signal(c.wbuf.addr_bits)
+        w_left = Signal(range(2**16 * rows + 1))
+        w_dv = Signal()                       # load.payload (the WBUF read data) is valid
+        w_issue = Signal()
+        m.d.comb += [
+            w_issue.eq((w_left != 0) & (~w_dv | self.load.ready)),
+            self.wbuf.addr.eq(w_ptr),
+            self.wbuf.en.eq(w_issue),
+            self.load.valid.eq(w_dv),
+            self.load.payload.eq(self.wbuf.data),
+        ]
+        with m.If(w_issue):
+            m.d.sync += [w_ptr.eq(w_ptr + 1), w_left.eq(w_left - 1), w_dv.eq(1)]
+        with m.Elif(self.load.ready):
+            m.d.sync += w_dv.eq(0)
+
+        # -- input sequencer ---------------------------------------------------------------
+        x_active = Signal()
+        x_dv = Signal()
+        x_tile_addr = Signal(c.abuf.addr_bits)   # a_addr + kt
+        x_row_addr = Signal(c.abuf.addr_bits)    # a_addr + kt + m*a_stride
+        x_m = Signal(16)
+        x_kt = Signal(16)
+        x_count = Signal(16)
+        x_k_tiles = Signal(16)
+        x_stride = Signal(16)
+        x_signed = Signal()
+        x_tag = Signal(Tag)
+        x_first = Signal()
+        x_row_signed = Signal()
+        x_issue = Signal()
+        x_last_row = Signal()
+        x_last_tile = Signal()
+        x_finishing = Signal()               # issuing the instruction's final row
+        m.d.comb += [
+            x_issue.eq(x_active & (~x_dv | self.x.ready)),
+            x_last_row.eq(x_m == x_count - 1),
+            x_last_tile.eq(x_kt == x_k_tiles - 1),
+            x_finishing.eq(x_issue & x_last_row & x_last_tile),
+            self.abuf_r.addr.eq(x_row_addr),
+            self.abuf_r.en.eq(x_issue),
+            self.x.valid.eq(x_dv),
+            self.x.payload.first.eq(x_first),
+            self.x.payload.tag.eq(x_tag),
+        ]
+        for r in range(rows):
+            byte = self.abuf_r.data[8 * r:8 * r + 8]
+            m.d.comb += self.x.payload.data[r].eq(Cat(byte, byte[7] & x_row_signed))
+        with m.If(x_issue):
+            m.d.sync += [
+                x_dv.eq(1),
+                x_first.eq(x_m == 0),
+                x_row_signed.eq(x_signed),
+                x_tag.m.eq(x_m),
+                x_tag.first_tile.eq(x_kt == 0),
+                x_tag.last_tile.eq(x_last_tile),
+            ]
+            with m.If(x_last_row):
+                m.d.sync += [
+                    x_m.eq(0),
+                    x_kt.eq(x_kt + 1),
+                    x_tile_addr.eq(x_tile_addr + 1),
+                    x_row_addr.eq(x_tile_addr + 1),
+                ]
+                with m.If(x_last_tile):
+                    m.d.sync += x_active.eq(0)
+            with m.Else():
+                m.d.sync += [x_m.eq(x_m + 1), x_row_addr.eq(x_row_addr + x_stride)]
+        with m.Elif(self.x.ready):
+            m.d.sync += x_dv.eq(0)
+
+        # -- parameter loader --------------------------------------------------------------
+        p_busy = Signal()
+        p_addr = Signal(c.pbuf.addr_bits)
+        p_left = Signal(range(cols + 1))
+        p_store = Signal()                   # pbuf.data holds a word for bank p_bank
+        p_bank = Signal(range(_CONTEXTS))
+        m.d.comb += self.pbuf.addr.eq(p_addr)
+        m.d.sync += p_store.eq(0)
+        with m.If(p_busy):
+            m.d.comb += self.pbuf.en.eq(1)
+            m.d.sync += [p_addr.eq(p_addr + 1), p_left.eq(p_left - 1), p_store.eq(1)]
+            with m.If(p_left == 1):
+                m.d.sync += p_busy.eq(0)
+        with m.If(p_store):
+            # Channel 0 is read first: shift in at the top, it ends at the bottom.
+            for i, bank in enumerate(banks):
+                with m.If(p_bank == i):
+                    m.d.sync += bank.as_value().eq(
+                        Cat(bank.as_value()[isa.PARAM_BITS:], self.pbuf.data))
+
+        # -- front: fetch, decode, dispatch ------------------------------------------------
+        pc = Signal(c.imem.addr_bits)
+        w_sent = Signal()
+        x_sent = Signal()
+        pushed = Signal()
+        drained = Signal()
+        m.d.comb += drained.eq((w_left == 0) & ~w_dv & ~x_active & ~x_dv & ~p_busy & (ctx_valid == 0))
+
+        with m.If(self.busy):
+            m.d.sync += self.cycles.eq(self.cycles + 1)
+
+        with m.FSM(init="IDLE"):
+            with m.State("IDLE"):
+                with m.If(self.start):
+                    m.d.sync += [self.busy.eq(1), self.cycles.eq(0), pc.eq(0)]
+                    m.next = "FETCH"
+
+            with m.State("FETCH"):
+                m.d.comb += [self.imem.addr.eq(pc), self.imem.en.eq(1)]
+                m.next = "DECODE"
+
+            with m.State("DECODE"):
+                m.d.sync += [w_sent.eq(0), x_sent.eq(0), pushed.eq(0)]
+                with m.Switch(insn.opcode):
+                    with m.Case(isa.Opcode.MATMUL):
+                        with m.If((insn.count == 0) | (insn.k_tiles == 0)):
+                            m.d.sync += pc.eq(pc + 1)
+                            m.next = "FETCH"
+                        with m.Else():
+                            m.next = "MATMUL"
+                    with m.Case(isa.Opcode.SYNC):
+                        m.next = "SYNC"
+                    with m.Case(isa.Opcode.HALT):
+                        m.next = "HALT"
+                    with m.Default():
+                        m.d.sync += pc.eq(pc + 1)
+                        m.next = "FETCH"
+
+            with m.State("MATMUL"):
+                w_go = Signal()
+                push_go = Signal()
+                x_go = Signal()
+                m.d.comb += [
+                    w_go.eq(~w_sent & (w_left == 0)),
+                    push_go.eq(~pushed & ~p_busy & ~ctx_valid.bit_select(push_ptr, 1)),
+                    # The rows reach the back end long after the context is pushed, and
+                    # the parameters (cols + 1 cycles) are loaded before the first row
+                    # arrives (at least rows + cols + 4 cycles), so dispatch at once.
+                    # The input sequencer takes the next instruction while it issues the
+                    # last row of the current one (the dispatch below overrides its updates).
+                    x_go.eq(~x_sent & (pushed | push_go) & (~x_active | x_finishing)),
+                ]
+                with m.If(w_go):
+                    m.d.sync += [w_sent.eq(1), w_ptr.eq(insn.w_addr), w_left.eq(insn.k_tiles * rows)]
+                with m.If(push_go):
+                    m.d.sync += [
+                        pushed.eq(1),
+                        push_ptr.eq(push_ptr + 1),
+                        p_busy.eq(1), p_addr.eq(insn.p_addr), p_left.eq(cols), p_bank.eq(push_ptr),
+                    ]
+                    m.d.comb += ctx_set.eq(1 << push_ptr)
+                    for i in range(_CONTEXTS):
+                        with m.If(push_ptr == i):
+                            m.d.sync += [
+                                ctx[i].count.eq(insn.count),
+                                ctx[i].acc_addr.eq(insn.acc_addr),
+                                ctx[i].y_addr.eq(insn.y_addr),
+                                ctx[i].y_stride.eq(insn.y_stride),
+                                ctx[i].y_zp.eq(insn.y_zp),
+                                ctx[i].y_lo.eq(insn.y_lo),
+                                ctx[i].y_hi.eq(insn.y_hi),
+                                ctx[i].y_signed.eq(insn.y_signed),
+                            ]
+                with m.If(x_go):
+                    m.d.sync += [
+                        x_sent.eq(1), x_active.eq(1),
+                        x_tile_addr.eq(insn.a_addr), x_row_addr.eq(insn.a_addr),
+                        x_m.eq(0), x_kt.eq(0),
+                        x_count.eq(insn.count), x_k_tiles.eq(insn.k_tiles),
+                        x_stride.eq(insn.a_stride), x_signed.eq(insn.x_signed),
+                    ]
+                with m.If((w_sent | w_go) & (x_sent | x_go)):
+                    m.d.sync += pc.eq(pc + 1)
+                    m.next = "FETCH"
+
+            with m.State("SYNC"):
+                with m.If(drained):
+                    m.d.sync += pc.eq(pc + 1)
+                    m.next = "FETCH"
+
+            with m.State("HALT"):
+                with m.If(drained):
+                    m.d.sync += self.busy.eq(0)
+                    m.d.comb += self.halted.eq(1)
+                    m.next = "IDLE"
+
+        # -- accumulate stage --------------------------------------------------------------
+        # A: the row arrives; read its accumulator. B: add, then write back or requantize.
+        y_tag = data.View(Tag, self.y.payload.tag)
+        ctx_a = ctx_at(acc_ptr)
+        a_valid = Signal()
+        a_sums = Signal.like(self.y.payload.data)
+        a_tag = Signal(Tag)
+        a_addr = Signal(c.accbuf.addr_bits)
+        a_ctx = Signal(range(_CONTEXTS))
+        m.d.comb += [
+            self.acc_r.addr.eq(ctx_a.acc_addr + y_tag.m),
+            self.acc_r.en.eq(self.y.valid & ~y_tag.first_tile),
+        ]
+        m.d.sync += [
+            a_valid.eq(self.y.valid),
+            a_sums.eq(self.y.payload.data),
+            a_tag.eq(y_tag),
+            a_addr.eq(ctx_a.acc_addr + y_tag.m),
+            a_ctx.eq(acc_ptr),
+        ]
+        with m.If(self.y.valid & y_tag.last_tile & (y_tag.m == ctx_a.count - 1)):
+            m.d.sync += acc_ptr.eq(acc_ptr + 1)
+
+        previous = data.View(data.ArrayLayout(signed(c.acc_width), cols), self.acc_r.data)
+        acc = Signal.like(self.y.payload.data)
+        for lane in range(cols):
+            m.d.comb += acc[lane].eq(Mux(a_tag.first_tile, a_sums[lane], a_sums[lane] + previous[lane]))
+        m.d.comb += [
+            self.acc_w.addr.eq(a_addr),
+            self.acc_w.data.eq(acc),
+            self.acc_w.en.eq(a_valid & ~a_tag.last_tile),
+            self.rq_i.valid.eq(a_valid & a_tag.last_tile),
+            self.rq_i.payload.acc.eq(acc),
+            self.rq_i.payload.tag.eq(a_tag),
+        ]
+        ctx_b = ctx_at(a_ctx)
+        m.d.comb += [
+            self.params.eq(Mux(a_ctx, banks[1].as_value(), banks[0].as_value())),
+            self.y_zp.eq(ctx_b.y_zp),
+            self.y_lo.eq(ctx_b.y_lo),
+            self.y_hi.eq(ctx_b.y_hi),
+            self.y_signed.eq(ctx_b.y_signed),
+        ]
+
+        # -- write-back ----------------------------------------------------------------------
+        ctx_w = ctx_at(wb_ptr)
+        rq_tag = data.View(Tag, self.rq_o.payload.tag)
+        wb_offset = Signal(c.abuf.addr_bits)     # m * y_stride, kept incrementally
+        m.d.comb += [
+            self.abuf_w.addr.eq(ctx_w.y_addr + wb_offset),
+            self.abuf_w.data.eq(self.rq_o.payload.data),
+            self.abuf_w.en.eq(self.rq_o.valid),
+        ]
+        with m.If(self.rq_o.valid):
+            with m.If(rq_tag.m == ctx_w.count - 1):
+                m.d.sync += [wb_offset.eq(0), wb_ptr.eq(wb_ptr + 1)]
+                m.d.comb += ctx_clear.eq(1 << wb_ptr)
+            with m.Else():
+                m.d.sync += wb_offset.eq(wb_offset + ctx_w.y_stride)
+        return m
