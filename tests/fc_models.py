@@ -110,3 +110,29 @@ def ort_run(model, x: np.ndarray) -> np.ndarray:
     source = model.SerializeToString() if isinstance(model, onnx.ModelProto) else str(model)
     session = ort.InferenceSession(source, options, providers=["CPUExecutionProvider"])
     return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+def digits_cnn_head(variant: str, tmp_path):
+    """Cut the digits CNN's classifier head (Flatten output -> logits) out of the zoo model.
+
+    Return (full model path, head model path, head inputs for the 360 test images): the
+    CNN's own Flatten activations, float for QDQ heads and int8 for QOperator heads.
+    """
+    import onnx.utils
+
+    import accel
+    from accel import numerics, zoo
+    from accel.sim.golden import run_graph
+
+    path = zoo.build("digits_cnn", variant)
+    names = {n.name: n for n in onnx.load(path).graph.node}
+    head = tmp_path / f"digits_cnn_head_{variant}.onnx"
+    onnx.utils.extract_model(str(path), str(head), [names["/7/Flatten"].output[0]], ["output"])
+    full = accel.load_model(path)
+    node = next(n for n in full.graph.nodes if n.op == "reshape")
+    images = zoo.digits_dataset()[2]
+    q = np.stack([run_graph(full.graph, {"input": im[None]}, keep=True)[node.outputs[0]][0] for im in images])
+    if accel.load_model(head).inputs[0].dtype == np.float32:
+        quant = full.graph.tensors[node.outputs[0]].quant
+        return path, head, numerics.dequantize_linear(q, quant.scale[0], quant.zero_point[0])
+    return path, head, q

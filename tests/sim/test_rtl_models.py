@@ -1,0 +1,111 @@
+"""Run compiled FC models on the cycle-accurate RTL: rtl == emu == golden == onnxruntime, element for element.
+
+These are the first-hardware-path acceptance cases: the MLPerf Tiny FC autoencoder, the
+37->53->19 MLP, the digits MLP and the digits CNN's classifier head, compiled for
+``sim-small`` and run through the ``rtl`` device (one resident Verilator simulation per
+module); the measured cycles must equal the emulator's and the compiler's model.
+"""
+
+import os
+import subprocess
+import sys
+
+import numpy as np
+import onnxruntime as ort
+import pytest
+
+import accel
+from accel import zoo
+from accel.compiler.backend import compile_model
+from accel.config import preset
+
+from ..fc_models import digits_cnn_head
+
+SEED = 2026
+CONFIG = preset("sim-small")
+
+
+def ort_run(path, x):
+    session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    return session.run(None, {session.get_inputs()[0].name: x})[0]
+
+
+@pytest.fixture(scope="module")
+def rtl(sim_cache_root, live_output):
+    with live_output():
+        device = accel.open_device("rtl", config=CONFIG, cache_root=sim_cache_root)
+    with device:
+        yield device
+
+
+def check(rtl, path, x, batch=1):
+    model = accel.load_model(path)
+    artifact = compile_model(model, CONFIG, batch=batch)
+    expected = ort_run(path, x)
+    emu = accel.open_device("emu").load(artifact)
+    y_emu = emu.run(x)
+    y_rtl = rtl.load(artifact).run(x)
+    equal = int(np.sum(y_rtl == expected))
+    print(f"{path.name} batch {batch}: {equal} of {expected.size} output elements equal onnxruntime; "
+          f"rtl cycles per run {rtl.last_cycles[:3]}, emu {emu.last_cycles[:3]}")
+    assert y_rtl.dtype == expected.dtype and y_rtl.shape == expected.shape
+    assert equal == expected.size
+    assert np.array_equal(y_emu, expected)
+    assert rtl.last_cycles == emu.last_cycles == [sum(layer["cycles"] for layer in artifact.layers)] * len(
+        rtl.last_cycles)
+
+
+@pytest.mark.parametrize("variant", ["qdq_channel", "qop_channel"])
+def test_fc_autoencoder(rtl, variant):
+    print("seed", SEED)
+    x = zoo.calibration_data("fc_autoencoder", n=3, seed=SEED)
+    check(rtl, zoo.build("fc_autoencoder", variant), x)
+
+
+@pytest.mark.parametrize("variant", zoo.VARIANTS)
+def test_mlp_37_53_19(rtl, variant):
+    print("seed", SEED)
+    x = zoo.calibration_data("mlp_37_53_19", n=7, seed=SEED)
+    check(rtl, zoo.build("mlp_37_53_19", variant), x, batch=3)
+
+
+@pytest.mark.parametrize("variant", ["qdq_channel", "qop_tensor"])
+def test_digits_mlp_all_test_images(rtl, variant):
+    x = zoo.digits_dataset()[2].reshape(-1, 64)
+    check(rtl, zoo.build("digits_mlp", variant), x, batch=40)
+
+
+@pytest.mark.parametrize("variant", ["qdq_tensor", "qop_channel"])
+def test_digits_cnn_classifier_head(rtl, variant, tmp_path):
+    _, head, x = digits_cnn_head(variant, tmp_path)
+    check(rtl, head, x, batch=36)
+
+
+def test_cli_compile_and_run_on_rtl(tmp_path, sim_cache_root):
+    path = zoo.build("mlp_37_53_19", "qdq_channel")
+    x = zoo.calibration_data("mlp_37_53_19", n=4, seed=SEED)
+    np.save(tmp_path / "x.npy", x)
+    art = tmp_path / "mlp.accel"
+    env = {**os.environ, "ACCEL_SIM_CACHE": str(sim_cache_root)}
+    for args in (["compile", path, "--config", "sim-small", "-o", art],
+                 ["run", art, "--input", tmp_path / "x.npy", "--device", "rtl", "-o", tmp_path / "y.npy"]):
+        proc = subprocess.run([sys.executable, "-m", "accel.cli", *map(str, args)], capture_output=True, text=True,
+                              env=env)
+        assert proc.returncode == 0, proc.stderr
+    assert np.array_equal(np.load(tmp_path / "y.npy"), ort_run(path, x))
+
+
+def test_onnx_backend_on_rtl(sim_cache_root):
+    """onnx's own QLinearMatMul node tests, through accel's backend on the rtl engine."""
+    from onnx.backend.test.case.node import collect_testcases
+
+    import accel.onnx_backend as backend
+
+    cases = [c for c in collect_testcases(None) if c.name.startswith("test_qlinearmatmul_2D")]
+    assert len(cases) == 4
+    rtl_backend = backend.backend_for("rtl")
+    assert rtl_backend.engine == "rtl"
+    for case in cases:
+        for inputs, outputs in case.data_sets:
+            got = rtl_backend.prepare(case.model).run(list(inputs))
+            assert np.array_equal(got[0], outputs[0]), case.name
