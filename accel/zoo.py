@@ -57,6 +57,7 @@ __all__ = [
     "build_float",
     "build",
     "default_cache_dir",
+    "qlinear_matmul_chain",
 ]
 
 logger = logging.getLogger(__name__)
@@ -633,3 +634,40 @@ def build(
     _write_atomically(final, write)
     logger.info("quantized %s in %.2f s", final.name, time.perf_counter() - start)
     return final
+
+
+def qlinear_matmul_chain(shapes, *, reshape_to=None, seed=0, name="qlinear_chain") -> "onnx.ModelProto":
+    """Return int8 x -> QLinearMatMul -> [Reshape(reshape_to)] -> QLinearMatMul ... -> int8 y (no quantize/dequantize).
+
+    ``shapes`` lists the input shape, then the weight shapes [K, N]; a Reshape to
+    ``reshape_to`` sits after the first matmul.
+    """
+    import onnx
+    from onnx import TensorProto, helper, numpy_helper
+
+    def _init(name, value):
+        return numpy_helper.from_array(np.asarray(value), name)
+
+    rng = np.random.default_rng(seed)
+    x_shape, weights = shapes[0], shapes[1:]
+    nodes, inits = [], [_init("s_in", np.float32(0.05)), _init("z_in", np.int8(3))]
+    current, s, z = "x", "s_in", "z_in"
+    out_shape = list(x_shape)
+    for i, (k, n) in enumerate(weights):
+        inits += [_init(f"w{i}", rng.integers(-127, 128, (k, n)).astype(np.int8)), _init(f"ws{i}", np.float32(0.01)),
+                  _init(f"wz{i}", np.int8(0)), _init(f"s{i}", np.float32(0.05 * 0.01 * np.sqrt(k) * 70 / 0.05)),
+                  _init(f"z{i}", np.int8(rng.integers(-20, 20)))]
+        nodes.append(helper.make_node("QLinearMatMul", [current, s, z, f"w{i}", f"ws{i}", f"wz{i}", f"s{i}", f"z{i}"],
+                                      [f"m{i}"], name=f"qmm{i}"))
+        current, s, z = f"m{i}", f"s{i}", f"z{i}"
+        out_shape[-1] = n
+        if i == 0 and reshape_to is not None:
+            inits.append(_init("shape0", np.asarray(reshape_to, np.int64)))
+            nodes.append(helper.make_node("Reshape", [current, "shape0"], ["r0"], name="regroup"))
+            current, out_shape = "r0", list(reshape_to)
+    nodes.append(helper.make_node("Identity", [current], ["y"], name="out"))
+    graph = helper.make_graph(nodes, name, [helper.make_tensor_value_info("x", TensorProto.INT8, list(x_shape))],
+                              [helper.make_tensor_value_info("y", TensorProto.INT8, out_shape)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17)])
+    onnx.checker.check_model(model)
+    return model

