@@ -17,8 +17,9 @@ from amaranth.hdl import signed, unsigned
 from amaranth.lib import data, enum
 
 __all__ = [
-    "INSN_BITS", "PARAM_BITS", "Opcode", "Insn", "ParamWord", "Memory", "Command", "ACK", "NACK",
-    "IDENT_MAGIC", "encode", "decode", "matmul", "sync", "halt", "param_word",
+    "INSN_BITS", "PARAM_BITS", "Opcode", "Vop", "Insn", "ConvGeometry", "AddParams", "ParamWord", "Memory",
+    "Command", "ACK", "NACK", "IDENT_MAGIC", "encode", "decode", "matmul", "sync", "halt", "setconv", "vector",
+    "add_params", "param_word",
     "pack_values", "unpack_values",
 ]
 
@@ -35,8 +36,18 @@ class Opcode(enum.Enum, shape=4):
 
     NOP = 0
     MATMUL = 1
-    SYNC = 2    # wait until every result of earlier instructions is written
-    HALT = 3    # end of program: stop the cycle counter and report done
+    SYNC = 2     # wait until every result of earlier instructions is written
+    HALT = 3     # end of program: stop the cycle counter and report done
+    SETCONV = 4  # load the convolution/pooling geometry registers (a ConvGeometry word)
+    VECTOR = 5   # an element-wise or pooling operation on ABUF words (see Vop)
+
+
+class Vop(enum.Enum, shape=2):
+    """Name the vector operations (``VECTOR`` instructions)."""
+
+    MAX = 0   # window max pooling with the geometry registers
+    GSUM = 1  # sum `count` pixels per byte lane, then requantize (global average pool)
+    ADD = 2   # onnxruntime's QLinearAdd per byte lane of two word streams
 
 
 class Insn(data.Struct):
@@ -58,7 +69,54 @@ class Insn(data.Struct):
     y_zp: signed(9)         # output zero point
     y_lo: signed(9)         # clamp low (fused ReLU/Clip), within the output type
     y_hi: signed(9)         # clamp high
-    _reserved1: unsigned(INSN_BITS - 195)
+    conv: unsigned(1)       # MATMUL: input rows come from the im2col address generator
+    oy0: unsigned(12)       # conv/pool: output row of this instruction's first output pixel
+    ox0: unsigned(12)       # conv/pool: output column of this instruction's first output pixel
+    vop: Vop                # VECTOR: which operation
+    b_stride: unsigned(16)  # VECTOR ADD: ABUF words between rows of the second operand (at w_addr)
+    _reserved1: unsigned(INSN_BITS - 238)
+
+
+class ConvGeometry(data.Struct):
+    """Lay out a SETCONV instruction: the geometry registers conv-mode MATMUL and VECTOR MAX use."""
+
+    opcode: Opcode
+    in_h: unsigned(12)      # input height
+    in_w: unsigned(12)      # input width (pixels per input row)
+    out_w: unsigned(12)     # output width (output pixels per output row)
+    kh: unsigned(5)         # kernel height
+    kw: unsigned(5)         # kernel width
+    stride_y: unsigned(4)
+    stride_x: unsigned(4)
+    dil_y: unsigned(4)
+    dil_x: unsigned(4)
+    pad_t: unsigned(5)      # padding rows above the input
+    pad_l: unsigned(5)      # padding columns left of the input
+    c_chunks: unsigned(8)   # ABUF words per pixel read by one kernel tap (channel chunks)
+    x_pad: signed(9)        # the byte value of padded positions (the input zero point)
+    _reserved: unsigned(INSN_BITS - 93)
+
+
+class AddParams(data.Struct):
+    """Lay out the two PBUF words (128 bits) of one VECTOR ADD: onnxruntime's QLinearAdd constants.
+
+    Per byte lane, with the inputs ``a``, ``b`` read as int8/uint8 per ``x_signed``:
+    ``X = a + shift``, ``Y = b + shift``, ``inner = fma32(Y, ry, fixed)``,
+    ``v = fma32(X, rx, inner)``, ``q = rne(v)`` (``|v| >= 2**31`` gives the kernel type's
+    minimum, otherwise saturate to the kernel type: uint8 if ``shift`` or not
+    ``kernel_signed``), ``y = clamp(q - shift, y_lo, y_hi)``. ``rx = rx_mant * 2**rx_exp``
+    etc. (``numerics.qlinear_add_integer``).
+    """
+
+    rx_mant: unsigned(24)
+    rx_exp: signed(10)
+    ry_mant: unsigned(24)
+    ry_exp: signed(10)
+    fixed_mant: signed(26)
+    fixed_exp: signed(10)
+    shift: unsigned(8)
+    kernel_signed: unsigned(1)
+    _reserved: unsigned(128 - 113)
 
 
 class ParamWord(data.Struct):
@@ -94,7 +152,9 @@ class Command(enum.Enum, shape=8):
 
 
 assert data.Layout.cast(Insn).size == INSN_BITS
+assert data.Layout.cast(ConvGeometry).size == INSN_BITS
 assert data.Layout.cast(ParamWord).size == PARAM_BITS
+assert data.Layout.cast(AddParams).size == 2 * PARAM_BITS
 
 
 def encode(**fields) -> int:
@@ -103,8 +163,27 @@ def encode(**fields) -> int:
 
 
 def decode(bits: int) -> data.Const:
-    """Return a view of one instruction's fields (``.opcode``, ``.w_addr``, ...)."""
-    return data.Const(data.Layout.cast(Insn), bits)
+    """Return a view of one instruction's fields (``.opcode``, ``.w_addr``, ...; ``ConvGeometry`` for SETCONV)."""
+    view = data.Const(data.Layout.cast(Insn), bits)
+    if view.opcode == Opcode.SETCONV:
+        return data.Const(data.Layout.cast(ConvGeometry), bits)
+    return view
+
+
+def setconv(**fields) -> int:
+    """Return a SETCONV instruction loading the geometry registers."""
+    return ConvGeometry.const({"opcode": Opcode.SETCONV, **fields}).as_bits()
+
+
+def vector(vop, **fields) -> int:
+    """Return a VECTOR instruction."""
+    return encode(opcode=Opcode.VECTOR, vop=vop, **fields)
+
+
+def add_params(**fields) -> tuple[int, int]:
+    """Return the two PBUF words (low, high) of one VECTOR ADD's constants."""
+    bits = AddParams.const(fields).as_bits()
+    return bits & ((1 << PARAM_BITS) - 1), bits >> PARAM_BITS
 
 
 def matmul(**fields) -> int:
