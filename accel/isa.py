@@ -164,10 +164,10 @@ def encode(**fields) -> int:
 
 def decode(bits: int) -> data.Const:
     """Return a view of one instruction's fields (``.opcode``, ``.w_addr``, ...; ``ConvGeometry`` for SETCONV)."""
-    view = data.Const(data.Layout.cast(Insn), bits)
-    if view.opcode == Opcode.SETCONV:
+    opcode_bits = bits & 0xF  # the opcode is bits 0-3 of every instruction layout
+    if opcode_bits == Opcode.SETCONV.value:
         return data.Const(data.Layout.cast(ConvGeometry), bits)
-    return view
+    return data.Const(data.Layout.cast(Insn), bits)
 
 
 def setconv(**fields) -> int:
