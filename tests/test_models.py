@@ -61,7 +61,7 @@ def test_mlps_match_ort(name, variant):
 
 
 # (name, batch): the MLPerf Tiny models, per-channel, in both formats.
-MLPERF = [("resnet8", 16), ("ds_cnn", 16), ("fc_autoencoder", 64), ("mobilenet_v1_025", 4)]
+MLPERF = [("resnet8", 64), ("ds_cnn", 64), ("fc_autoencoder", 64), ("mobilenet_v1_025", 32)]
 
 
 @pytest.mark.parametrize("variant", ["qdq_channel", "qop_channel"])
