@@ -204,25 +204,26 @@ def is_artifact(path) -> bool:
         return False
 
 
+def _boundary_scale_zp(placement: TensorPlacement):
+    """Return the placement's scale and zero point: scalars when per-tensor, arrays per axis."""
+    scale = np.asarray(placement.quant["scale"], np.float32)
+    zp = np.asarray(placement.quant["zero_point"])
+    return (scale if scale.size > 1 else scale[0]), (zp if zp.size > 1 else zp[0])
+
+
 def quantize_input(placement: TensorPlacement, x: np.ndarray) -> np.ndarray:
     """Return one input as the integers the device stores (quantizing a float tensor like the model's QuantizeLinear)."""
     from . import numerics
-    q = placement.quant
-    if placement.dtype == "float32":
-        scale = np.asarray(q["scale"], np.float32)
-        zp = np.asarray(q["zero_point"])
-        return numerics.quantize_linear(x, scale if scale.size > 1 else scale[0], zp if zp.size > 1 else zp[0],
-                                        np.dtype(q["dtype"]), q.get("axis"))
-    return x
+    if placement.dtype != "float32":
+        return x
+    scale, zp = _boundary_scale_zp(placement)
+    return numerics.quantize_linear(x, scale, zp, np.dtype(placement.quant["dtype"]), placement.quant.get("axis"))
 
 
 def dequantize_output(placement: TensorPlacement, q_values: np.ndarray) -> np.ndarray:
     """Return one output as the user sees it (dequantizing like the model's DequantizeLinear)."""
     from . import numerics
-    q = placement.quant
-    if placement.dtype == "float32":
-        scale = np.asarray(q["scale"], np.float32)
-        zp = np.asarray(q["zero_point"])
-        return numerics.dequantize_linear(q_values, scale if scale.size > 1 else scale[0],
-                                          zp if zp.size > 1 else zp[0], q.get("axis"))
-    return q_values.astype(placement.dtype)
+    if placement.dtype != "float32":
+        return q_values.astype(placement.dtype)
+    scale, zp = _boundary_scale_zp(placement)
+    return numerics.dequantize_linear(q_values, scale, zp, placement.quant.get("axis"))
