@@ -43,6 +43,17 @@ class ArtifactError(AccelError):
     """Report an artifact file that is corrupt, truncated, or from another format version."""
 
 
+def _json_value(value):
+    """Convert the NumPy scalars and arrays found in layer statistics to JSON values."""
+    if isinstance(value, np.integer):
+        return int(value)
+    if isinstance(value, np.floating):
+        return float(value)
+    if isinstance(value, np.ndarray):
+        return value.tolist()
+    raise TypeError(f"{type(value).__name__} is not JSON serializable")
+
+
 def words_to_bytes(words, nbytes: int) -> bytes:
     """Serialize words (Python ints) to ``nbytes`` little-endian bytes each."""
     return b"".join(int(w).to_bytes(nbytes, "little") for w in words)
@@ -63,7 +74,9 @@ class TensorPlacement:
     ``dtype`` is what the user passes or gets (``float32``, or ``int8``/``uint8`` for
     integer tensors); ``quant`` (``scale``, ``zero_point``, ``dtype``, ``axis``) is how the
     host quantizes or dequantizes a float tensor, exactly as the model's QuantizeLinear /
-    DequantizeLinear do.
+    DequantizeLinear do. ``layout`` says how the matrix relates to ``shape``: ``"rows"``,
+    row-major over ``shape``; ``"nchw"``, an image ``[1, C, H, W]`` stored pixel-major
+    (``H*W`` rows of ``C`` channels), transposed by the host.
     """
 
     name: str
@@ -74,15 +87,29 @@ class TensorPlacement:
     rows: int
     features: int
     stride: int
+    layout: str = "rows"
 
     def to_dict(self) -> dict:
         return dict(name=self.name, shape=list(self.shape), dtype=self.dtype, quant=self.quant, addr=self.addr,
-                    rows=self.rows, features=self.features, stride=self.stride)
+                    rows=self.rows, features=self.features, stride=self.stride, layout=self.layout)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TensorPlacement":
         return cls(d["name"], tuple(d["shape"]), d["dtype"], d["quant"], d["addr"], d["rows"], d["features"],
-                   d["stride"])
+                   d["stride"], d.get("layout", "rows"))
+
+    def to_rows(self, values: np.ndarray) -> np.ndarray:
+        """Return one inference of this tensor as the [rows, features] matrix the device stores."""
+        if self.layout == "nchw":
+            values = values.reshape(self.shape).transpose(0, 2, 3, 1)
+        return values.reshape(self.rows, self.features)
+
+    def from_rows(self, matrix: np.ndarray) -> np.ndarray:
+        """Return one inference of this tensor, shaped like the model's, from the device's [rows, features] matrix."""
+        if self.layout == "nchw":
+            n, c, h, w = self.shape
+            return matrix.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+        return matrix.reshape(self.shape)
 
 
 @dataclass
@@ -122,7 +149,7 @@ class Artifact:
             batch=self.batch, dynamic_batch=self.dynamic_batch,
             inputs=[t.to_dict() for t in self.inputs], outputs=[t.to_dict() for t in self.outputs],
             layers=self.layers, sections=sections)
-        head = json.dumps(header, sort_keys=True).encode()
+        head = json.dumps(header, sort_keys=True, default=_json_value).encode()
         return MAGIC + struct.pack("<II", FORMAT_VERSION, len(head)) + head + b"".join(blobs[n] for n in SECTIONS)
 
     def save(self, path) -> None:

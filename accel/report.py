@@ -70,12 +70,12 @@ def report_text(artifact: Artifact) -> str:
     rows = []
     for i, layer in enumerate(artifact.layers):
         tiles = layer.get("tiles", {})
-        rows.append([str(i), layer["name"][:32], layer["op"], f"{layer['M']:,}", f"{layer['K']:,}", f"{layer['N']:,}",
+        rows.append([str(i), layer["name"][:32], layer.get("kind", "fc" if layer["op"] == "matmul" else layer["op"]), f"{layer['M']:,}", f"{layer['K']:,}", f"{layer['N']:,}",
                      "x".join(str(tiles.get(k, "?")) for k in "knm"), f"{layer['macs']:,}", f"{layer['cycles']:,}",
                      f"{layer['utilization']:.1%}"])
     macs, cycles, util = _totals(artifact)
     rows.append(["", "total", "", "", "", "", "", f"{macs:,}", f"{cycles:,}", f"{util:.1%}"])
-    table = format_table(["#", "layer", "op", "M", "K", "N", "tiles kxnxm", "MACs", "cycles", "util"], rows,
+    table = format_table(["#", "layer", "kind", "M", "K", "N", "tiles kxnxm", "MACs", "cycles", "util"], rows,
                    right={0, 3, 4, 5, 7, 8, 9})
     per_second = cfg.clock_hz / cycles * artifact.batch if cycles else 0.0
     footer = [summary_line(artifact), f"throughput: {per_second:,.0f} inferences/s modelled", *_memory_lines(artifact)]

@@ -227,7 +227,7 @@ class HardwareDevice(Device):
                 rows = []
                 for b in range(art.batch):
                     sample = group[b] if b < len(group) else group[0]
-                    q = quantize_input(t, sample[t.name]).reshape(t.rows, t.features)
+                    q = t.to_rows(quantize_input(t, sample[t.name]))
                     rows.append(q)
                 words = pack_rows(np.concatenate(rows), config)
                 ops.append(Write(Memory.ABUF, t.addr, tuple(words)))
@@ -242,7 +242,7 @@ class HardwareDevice(Device):
             for b in range(len(group)):
                 result = {}
                 for t, matrix in zip(art.outputs, matrices):
-                    q = matrix[b * t.rows:(b + 1) * t.rows].astype(t.quant["dtype"]).reshape(t.shape)
+                    q = t.from_rows(matrix[b * t.rows:(b + 1) * t.rows].astype(t.quant["dtype"]))
                     result[t.name] = dequantize_output(t, q)
                 results.append(result)
         return results

@@ -34,6 +34,7 @@ import numpy as np
 from .. import isa
 from ..artifact import Artifact, TensorPlacement
 from ..config import HardwareConfig, preset
+from .convnet import CONV_PIPELINE, NetLayer, NetProgram, needs_conv_backend
 from .cycles import CycleModel
 from .emit import EmitProgram, LayoutWeights
 from .errors import CompileError, DoesNotFitError
@@ -87,6 +88,8 @@ def compile_program(model, config: HardwareConfig, batch: int = 1, *, stages: li
         config = preset(config)
     if not isinstance(batch, int) or isinstance(batch, bool) or batch < 1:
         raise CompileError(f"batch must be a positive integer, not {batch!r}")
+    if needs_conv_backend(model.graph):
+        return _compile_net(model, config, batch, stages, check_feeds, dump)
     program = GemmProgram(name=_model_label(model), graph=model.graph, config=config, batch=batch)
     reference = None
     for stage in PIPELINE if stages is None else stages:
@@ -102,6 +105,51 @@ def compile_program(model, config: HardwareConfig, batch: int = 1, *, stages: li
     return program
 
 
+def _compile_net(model, config, batch, stages, check_feeds, dump) -> NetProgram:
+    """Run the conv back end's stages (:data:`accel.compiler.convnet.CONV_PIPELINE`)."""
+    program = NetProgram(name=_model_label(model), graph=model.graph, config=config, batch=batch)
+    for stage in CONV_PIPELINE if stages is None else stages:
+        program = stage.apply(program, check_feeds)
+        program.done.append(stage.name)
+        program.verify()
+        if dump is not None:
+            dump(stage.name, program)
+    return program
+
+
+def _net_artifact(program: NetProgram, model) -> Artifact:
+    cfg, source = program.config, _source_bytes(model)
+    (in_rows, in_features), (out_rows, out_features) = program.input_view, program.output_view
+    inputs = [TensorPlacement(name=program.input.name, shape=tuple(program.input.shape), dtype=program.input.dtype,
+                              quant=program.input.quant, addr=program.abuf[program.input.tensor], rows=in_rows,
+                              features=in_features, stride=chunks(in_features, cfg.rows),
+                              layout=program.input_layout)]
+    outputs = [TensorPlacement(name=program.output.name, shape=tuple(program.output.shape),
+                               dtype=program.output.dtype, quant=program.output.quant,
+                               addr=program.abuf[program.output.tensor], rows=out_rows, features=out_features,
+                               stride=chunks(out_features, cfg.rows))]
+    return Artifact(
+        config=cfg, imem=program.imem, wbuf=program.wbuf, pbuf=program.pbuf, inputs=inputs, outputs=outputs,
+        batch=program.batch, layers=[_net_layer_stats(program, layer) for layer in program.layers],
+        source_name=program.name, source_sha256=hashlib.sha256(source).hexdigest() if source else "",
+        compiler_version=_compiler_version(), dynamic_batch=program.dynamic_batch, source_onnx=source)
+
+
+def _net_layer_stats(program: NetProgram, layer: NetLayer) -> dict:
+    cfg, batch = program.config, program.batch
+    macs = layer.macs * batch
+    k = layer.k_tiles * cfg.rows if layer.tiles else layer.x_chunks * cfg.rows
+    n = layer.n_tiles * cfg.cols if layer.tiles else layer.y_chunks * cfg.rows
+    words = lambda name, per: [program.abuf[name], per * batch]  # noqa: E731
+    return dict(
+        name=layer.name, op=layer.op, kind=layer.kind, M=batch * layer.y_pixels, K=k, N=n, macs=macs,
+        cycles=layer.cycles, utilization=macs / (layer.cycles * cfg.macs_per_cycle),
+        tiles=dict(k=layer.k_tiles, n=layer.n_tiles, m=batch), instructions=len(layer.insns),
+        abuf=dict(x=words(layer.inputs[0], program.storage[layer.inputs[0]]),
+                  y=words(layer.output, program.storage[layer.output])),
+        wbuf=[layer.w_addr, layer.n_tiles * layer.k_tiles * cfg.rows], pbuf=[layer.p_addr, layer.pbuf_words])
+
+
 def compile_model(model, config: HardwareConfig, batch: int = 1, **options) -> Artifact:
     """Compile a fully-connected ``model`` (:class:`accel.Model`) for ``config`` into an :class:`Artifact`.
 
@@ -111,6 +159,8 @@ def compile_model(model, config: HardwareConfig, batch: int = 1, **options) -> A
     :func:`compile_program`.
     """
     program = compile_program(model, config, batch, **options)
+    if isinstance(program, NetProgram):
+        return _net_artifact(program, model)
     source = _source_bytes(model)
     return Artifact(
         config=program.config, imem=program.imem, wbuf=program.wbuf, pbuf=program.pbuf,

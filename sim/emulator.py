@@ -20,19 +20,21 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
+from amaranth.lib import data
 
 from .. import numerics
-from ..compiler.cycles import CycleModel
+from ..compiler.cycles import CycleModel, vector_reads
 from ..compiler.layout import pack_words, unpack_param_words, unpack_words, wrap_signed
 from ..config import HW_REVISION, HardwareConfig
 from ..errors import DeviceError
-from ..isa import Memory, Opcode, decode
+from ..isa import PARAM_BITS, AddParams, Memory, Opcode, Vop, decode
 from ..runtime import HardwareDevice, Ident, IdentInfo, Read, Run, Status, Target, Write
 
 __all__ = ["EmulatorTarget", "EmulatorDevice"]
 
 STATUS_BUSY = 1
 STATUS_DONE = 2
+_BY_MATMUL, _BY_VECTOR = 1, 2  # what wrote an ABUF word since the last SYNC
 
 
 class EmulatorTarget(Target):
@@ -112,16 +114,26 @@ class EmulatorTarget(Target):
         """Execute the program from IMEM address 0 to its HALT."""
         model = CycleModel(self.config)
         self.status = STATUS_BUSY
-        pending = np.zeros(self.config.abuf.depth, bool)  # ABUF words written since the last SYNC
+        pending = np.zeros(self.config.abuf.depth, np.uint8)  # who wrote each ABUF word since the last SYNC (0: none)
         results: list[_Result] = []
+        geometry: _Geometry | None = None  # the SETCONV registers (unset at RUN)
         for pc in range(self.config.imem.depth):
             insn = self._decode(pc)
+            reads = 0
+            if isinstance(insn, _Geometry):
+                geometry = insn
+                model.step(Opcode.SETCONV)
+                continue
             if insn.opcode == Opcode.MATMUL:
-                results.append(self._matmul(pc, insn, pending))
+                results.append(self._matmul(pc, insn, pending, geometry))
             elif insn.opcode in (Opcode.SYNC, Opcode.HALT):
                 self._write_results(results)
-                results, pending[:] = [], False
-            model.step(insn.opcode, insn.count, insn.k_tiles)
+                results, pending[:] = [], 0
+            elif insn.opcode == Opcode.VECTOR:  # implies a SYNC before it
+                self._write_results(results)
+                results, pending[:] = [], 0
+                reads = self._vector(pc, insn, pending, geometry)
+            model.step(insn.opcode, insn.count, insn.k_tiles, reads)
             if insn.opcode == Opcode.HALT:
                 self.cycles, self.status = model.cycles, STATUS_DONE
                 return None
@@ -135,12 +147,15 @@ class EmulatorTarget(Target):
         if insn is None:
             view = decode(word)
             try:
-                insn = self._decoded[word] = _Insn(*(getattr(view, name) for name in _Insn._fields))
+                if view.opcode == Opcode.SETCONV:
+                    insn = self._decoded[word] = _Geometry(*(int(getattr(view, name)) for name in _Geometry._fields))
+                else:
+                    insn = self._decoded[word] = _Insn(*(getattr(view, name) for name in _Insn._fields))
             except ValueError:
                 raise DeviceError(f"emu: IMEM {pc} holds opcode {word & 0xF}, which is not an instruction") from None
         return insn
 
-    def _matmul(self, pc: int, insn: "_Insn", pending: np.ndarray) -> "_Result":
+    def _matmul(self, pc: int, insn: "_Insn", pending: np.ndarray, geometry: "_Geometry | None") -> "_Result":
         """Accumulate one MATMUL; return its int32 sums, which :meth:`_write_results` requantizes into ABUF."""
         cfg, where = self.config, f"emu: MATMUL at IMEM {pc}"
         R, count, k_tiles = cfg.rows, insn.count, insn.k_tiles
@@ -153,17 +168,29 @@ class EmulatorTarget(Target):
                               f"[{lo}, {hi}] for {dtype.name} results")
         w = self.wbuf[self._span(Memory.WBUF, insn.w_addr, k_tiles * R, where)]
         m = np.arange(count)
-        a_idx = insn.a_addr + m[:, None] * insn.a_stride + np.arange(k_tiles)[None, :]
+        if insn.conv:
+            if geometry is None:
+                raise DeviceError(f"{where} is a conv-mode MATMUL, but no SETCONV ran before it")
+            if k_tiles != geometry.kh * geometry.kw * geometry.c_chunks:
+                raise DeviceError(f"{where}: k_tiles {k_tiles} must be kh*kw*c_chunks = "
+                                  f"{geometry.kh}*{geometry.kw}*{geometry.c_chunks} in conv mode")
+            taps = np.arange(k_tiles)
+            cc = taps % geometry.c_chunks
+            kx = (taps // geometry.c_chunks) % geometry.kw
+            ky = taps // (geometry.c_chunks * geometry.kw)
+            a_idx, valid = geometry.addresses(insn, m, ky, kx, cc)
+        else:
+            a_idx = insn.a_addr + m[:, None] * insn.a_stride + np.arange(k_tiles)[None, :]
+            valid = np.ones(a_idx.shape, bool)
         y_idx = insn.y_addr + m * insn.y_stride
-        self._span(Memory.ABUF, int(a_idx.min()), int(a_idx.max()) - int(a_idx.min()) + 1, where)
+        read = a_idx[valid]
+        if read.size:
+            self._span(Memory.ABUF, int(read.min()), int(read.max()) - int(read.min()) + 1, where)
         self._span(Memory.ABUF, int(y_idx.min()), int(y_idx.max()) - int(y_idx.min()) + 1, where)
-        if pending[a_idx].any():
-            raise DeviceError(f"{where} reads ABUF {int(a_idx[pending[a_idx]][0])}, which an earlier MATMUL writes "
-                              f"with no SYNC in between")
-        if not (y_idx.max() < a_idx.min() or y_idx.min() > a_idx.max()) and np.isin(y_idx, a_idx).any():
-            raise DeviceError(f"{where} writes ABUF {int(y_idx[np.isin(y_idx, a_idx)][0])}, which it also reads")
-        pending[y_idx] = True
-        x = self.abuf[a_idx]  # [count, k_tiles, R] bytes
+        self._check_hazards(where, read, y_idx, pending)
+        x = self.abuf[np.where(valid, a_idx, 0)]  # [count, k_tiles, R] bytes
+        if insn.conv:
+            x[~valid] = np.uint8(geometry.x_pad & 0xFF)
         x = (x.view(np.int8) if insn.x_signed else x).astype(np.float64).reshape(count, k_tiles * R)
         wf = w.astype(np.float64)
         # Exact in float64: |x @ w| < 2**53. Two's complement wrap-around is modular, so wrapping
@@ -175,6 +202,91 @@ class EmulatorTarget(Target):
         bias, multiplier = self._param_words(pc, insn.p_addr)
         return _Result(pc, y_idx, wrap_signed(acc + bias, 32), np.broadcast_to(multiplier, acc.shape),
                        (dtype, insn.y_zp, insn.y_lo, insn.y_hi))
+
+    @staticmethod
+    def _check_hazards(where: str, read: np.ndarray, y_idx: np.ndarray, pending: np.ndarray) -> None:
+        """Refuse reads of unsynchronized results and writes over the instruction's own input; mark ``y_idx`` pending."""
+        if pending[read].any():
+            writer = "MATMUL" if pending[read][pending[read] != 0][0] == _BY_MATMUL else "VECTOR"
+            raise DeviceError(f"{where} reads ABUF {int(read[pending[read] != 0][0])}, which an earlier {writer} "
+                              f"writes with no SYNC in between")
+        if read.size and not (y_idx.max() < read.min() or y_idx.min() > read.max()) and np.isin(y_idx, read).any():
+            raise DeviceError(f"{where} writes ABUF {int(y_idx[np.isin(y_idx, read)][0])}, which it also reads")
+        pending[y_idx] = _BY_VECTOR if where.startswith("emu: VECTOR") else _BY_MATMUL
+
+    def _vector(self, pc: int, insn: "_Insn", pending: np.ndarray, geometry: "_Geometry | None") -> int:
+        """Execute one VECTOR instruction into ABUF; return the ABUF words it reads (for the cycle model)."""
+        cfg, where = self.config, f"emu: VECTOR {insn.vop.name} at IMEM {pc}"
+        count = insn.count
+        if count == 0:
+            return 0
+        x_dtype = np.dtype(np.int8 if insn.x_signed else np.uint8)
+        y_dtype = np.dtype(np.int8 if insn.y_signed else np.uint8)
+        lo, hi = np.iinfo(y_dtype).min, np.iinfo(y_dtype).max
+        if not (lo <= insn.y_zp <= hi and lo <= insn.y_lo <= insn.y_hi <= hi):
+            raise DeviceError(f"{where}: y_zp {insn.y_zp} and clamp [{insn.y_lo}, {insn.y_hi}] must lie in "
+                              f"[{lo}, {hi}] for {y_dtype.name} results")
+
+        def words(idx):
+            self._span(Memory.ABUF, int(idx.min()), int(idx.max()) - int(idx.min()) + 1, where)
+            raw = self.abuf[idx]
+            return (raw.view(np.int8) if insn.x_signed else raw).astype(np.int64)
+
+        m = np.arange(count)
+        if insn.vop in (Vop.MAX, Vop.GSUM) and geometry is None:
+            raise DeviceError(f"{where} needs the geometry registers, but no SETCONV ran before it")
+        if insn.vop == Vop.MAX:
+            g = geometry
+            ky, kx = np.divmod(np.arange(g.kh * g.kw), g.kw)
+            chunks_ = np.arange(g.c_chunks)
+            # [count, taps, c_chunks] addresses
+            a_idx, valid = g.addresses(insn, m, np.repeat(ky, g.c_chunks), np.repeat(kx, g.c_chunks),
+                                       np.tile(chunks_, g.kh * g.kw))
+            a_idx, valid = a_idx.reshape(count, -1, g.c_chunks), valid.reshape(count, -1, g.c_chunks)
+            if not valid.any(axis=1).all():
+                raise DeviceError(f"{where}: an output pixel's window lies wholly in the padding")
+            x = words(np.where(valid, a_idx, a_idx[valid][0]))
+            x = np.where(valid[..., None], x, np.iinfo(np.int64).min).max(axis=1)  # [count, c_chunks, R]
+            y_idx = (insn.y_addr + m[:, None] * insn.y_stride + chunks_[None, :]).ravel()
+            read = a_idx[valid]
+            y = np.clip(x.reshape(-1, cfg.rows), insn.y_lo, insn.y_hi)
+            reads = vector_reads(insn.vop, count, g.c_chunks, g.kh, g.kw)
+        elif insn.vop == Vop.GSUM:
+            c_chunks = geometry.c_chunks
+            a_idx = insn.a_addr + m[:, None] * insn.a_stride + np.arange(c_chunks)[None, :]
+            acc = words(a_idx).sum(axis=0)  # [c_chunks, R], exact
+            bias, multiplier = self._param_words(pc, insn.p_addr, c_chunks * cfg.rows)
+            v = wrap_signed(acc.ravel() + bias, 32)
+            try:
+                y = numerics.requantize_integer(v, multiplier, insn.y_zp, y_dtype, (insn.y_lo, insn.y_hi))
+            except ValueError as exc:
+                raise DeviceError(f"{where}: {exc}") from None
+            y = y.reshape(c_chunks, cfg.rows)
+            y_idx, read = insn.y_addr + np.arange(c_chunks), a_idx.ravel()
+            reads = vector_reads(insn.vop, count, c_chunks)
+        else:  # ADD
+            a_idx, b_idx = insn.a_addr + m * insn.a_stride, insn.w_addr + m * insn.b_stride
+            y = _qlinear_add_lanes(words(a_idx), words(b_idx), self._add_params(pc, insn.p_addr),
+                                   insn.y_lo, insn.y_hi)
+            y_idx, read = insn.y_addr + m * insn.y_stride, np.concatenate([a_idx, b_idx])
+            reads = vector_reads(insn.vop, count)
+        self._span(Memory.ABUF, int(y_idx.min()), int(y_idx.max()) - int(y_idx.min()) + 1, where)
+        self._check_hazards(where, read, y_idx, pending)
+        self.abuf[y_idx] = np.asarray(y, np.int64).astype(y_dtype).view(np.uint8)
+        return reads
+
+    def _add_params(self, pc: int, p_addr: int) -> dict:
+        """Return the ``AddParams`` fields of PBUF words ``p_addr`` (low) and ``p_addr + 1`` (high)."""
+        span = self._span(Memory.PBUF, p_addr, 2, f"emu: VECTOR ADD at IMEM {pc}")
+        low, high = self.pbuf[span]
+        view = data.Const(data.Layout.cast(AddParams), (int(high) << PARAM_BITS) | int(low))
+        fields = {name: int(getattr(view, name)) for name in ("rx_mant", "rx_exp", "ry_mant", "ry_exp", "fixed_mant",
+                                                             "fixed_exp", "shift", "kernel_signed")}
+        for name in ("rx_mant", "ry_mant"):
+            if not (1 << 23) <= fields[name] < (1 << 24):
+                raise DeviceError(f"emu: VECTOR ADD at IMEM {pc}: PBUF {p_addr}: {name} {fields[name]} must be in "
+                                  f"[2**23, 2**24)")
+        return fields
 
     def _write_results(self, results: list["_Result"]) -> None:
         """Requantize finished MATMULs into ABUF, one NumPy call per distinct (dtype, zero point, clamp).
@@ -194,18 +306,19 @@ class EmulatorTarget(Target):
                 raise DeviceError(f"emu: MATMUL at IMEM {group[0].pc}: {exc}") from None
             self.abuf[np.concatenate([r.rows for r in group])] = y.view(np.uint8)
 
-    def _param_words(self, pc: int, p_addr: int) -> tuple[np.ndarray, np.ndarray]:
-        """Return the int32 biases and float32 multipliers of PBUF words ``p_addr .. p_addr + cols - 1``."""
-        params = self._params.get(p_addr)
+    def _param_words(self, pc: int, p_addr: int, count: int | None = None) -> tuple[np.ndarray, np.ndarray]:
+        """Return the int32 biases and float32 multipliers of PBUF words ``p_addr .. p_addr + count - 1`` (``cols``)."""
+        count = self.config.cols if count is None else count
+        params = self._params.get((p_addr, count))
         if params is None:
-            span = self._span(Memory.PBUF, p_addr, self.config.cols, f"emu: MATMUL at IMEM {pc}")
+            span = self._span(Memory.PBUF, p_addr, count, f"emu: instruction at IMEM {pc}")
             bias, mantissa, exponent = unpack_param_words(self.pbuf[span])
             bad = (mantissa < 1 << 23) | (exponent < -63) | (exponent > -16)
             if bad.any():
-                raise DeviceError(f"emu: MATMUL at IMEM {pc}: PBUF word {p_addr + int(np.flatnonzero(bad)[0])} holds "
+                raise DeviceError(f"emu: instruction at IMEM {pc}: PBUF word {p_addr + int(np.flatnonzero(bad)[0])} holds "
                                   f"no valid multiplier (mantissa must be in [2**23, 2**24), exponent in [-63, -16])")
             multiplier = np.ldexp(mantissa.astype(np.float64), exponent).astype(np.float32)  # exact: 24-bit mantissa
-            params = self._params[p_addr] = (bias, multiplier)
+            params = self._params[(p_addr, count)] = (bias, multiplier)
         return params
 
 
@@ -227,6 +340,60 @@ class _Insn(NamedTuple):
     y_zp: int
     y_lo: int
     y_hi: int
+    conv: int
+    oy0: int
+    ox0: int
+    vop: Vop
+    b_stride: int
+
+
+class _Geometry(NamedTuple):
+    """Hold the geometry registers a SETCONV loads (``isa.ConvGeometry``)."""
+
+    in_h: int
+    in_w: int
+    out_w: int
+    kh: int
+    kw: int
+    stride_y: int
+    stride_x: int
+    dil_y: int
+    dil_x: int
+    pad_t: int
+    pad_l: int
+    c_chunks: int
+    x_pad: int
+
+    def addresses(self, insn: _Insn, m: np.ndarray, ky: np.ndarray, kx: np.ndarray, cc: np.ndarray):
+        """Return the ABUF words ``[len(m), len(ky)]`` of output pixels ``m`` (from ``(oy0, ox0)``) at taps ``(ky, kx, cc)``, and which lie inside the input."""
+        if self.out_w == 0:
+            raise DeviceError("emu: the geometry registers have out_w = 0")
+        pixel = insn.oy0 * self.out_w + insn.ox0 + m
+        oy, ox = np.divmod(pixel, self.out_w)
+        iy = oy[:, None] * self.stride_y + ky[None, :] * self.dil_y - self.pad_t
+        ix = ox[:, None] * self.stride_x + kx[None, :] * self.dil_x - self.pad_l
+        valid = (iy >= 0) & (iy < self.in_h) & (ix >= 0) & (ix < self.in_w)
+        return insn.a_addr + (iy * self.in_w + ix) * insn.a_stride + cc[None, :], valid
+
+
+def _qlinear_add_lanes(a: np.ndarray, b: np.ndarray, p: dict, lo: int, hi: int) -> np.ndarray:
+    """Return onnxruntime's QLinearAdd of byte lanes ``a`` (X) and ``b`` (Y) driven by ``AddParams`` fields ``p``.
+
+    Integer recipe of :func:`accel.numerics.qlinear_add_integer`: ``X = a + shift``,
+    ``Y = b + shift``, ``inner = fma32(Y, ry, fixed)``, ``v = fma32(X, rx, inner)``, ``q =
+    rne(v)`` (``|v| >= 2**31`` gives the kernel type's minimum, else saturate), ``clamp(q - shift)``.
+    """
+    # TODO: numerics should expose this per-lane kernel so the emulator need not reach into its helpers.
+    X, Y = a + p["shift"], b + p["shift"]
+    im, ie = numerics._fma_round_f32_integer(Y, p["ry_mant"], p["ry_exp"], p["fixed_mant"], p["fixed_exp"])
+    vm, ve = numerics._fma_round_f32_integer(X, p["rx_mant"], p["rx_exp"], im, ie)
+    mag = np.abs(vm)
+    too_big = (mag != 0) & (ve + numerics._bit_length(mag) > 31)
+    q = np.where(ve >= 0, np.left_shift(mag, np.clip(ve, 0, 8)), numerics._shift_right_rne(mag, np.clip(-ve, 0, 63)))
+    q = np.where(vm < 0, -q, q)
+    info = np.iinfo(np.int8 if p["kernel_signed"] and not p["shift"] else np.uint8)
+    q = np.where(too_big, info.min, np.clip(q, info.min, info.max)) - p["shift"]
+    return np.clip(q, lo, hi)
 
 
 class _Result(NamedTuple):

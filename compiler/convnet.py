@@ -1,0 +1,781 @@
+"""Compile convolutional networks: DAGs of conv, matmul, maxpool, global average pool and add.
+
+The back end for graphs beyond a chain of fully-connected layers (``docs/isa.md``,
+"Convolution, pooling and element-wise ops"). It is one list of named stages,
+:data:`CONV_PIPELINE`, each rewriting or annotating a :class:`NetProgram`, with
+:meth:`NetProgram.verify` after every stage:
+
+============================  ===================================================================
+stage                         does
+============================  ===================================================================
+``CanonicalizeGraph``         the graph passes (:mod:`accel.compiler.passes`: clamps folded into
+                              their producer, identities and reshape chains removed), checked
+                              against the golden model before and after
+``LowerToNetLayers``          canonical DAG -> layers (``conv``/``depthwise``/
+                              ``pointwise``/``grouped``, ``fc``, ``pool``, ``gap``, ``add``) on
+                              pixel-major activations; quantize/dequantize become the host
+                              boundaries
+``FoldWeights``               per column tile: ``W' = W - w_zp`` laid out in the im2col tap order
+                              (block-diagonal for small groups), ``bias' = bias - x_zp*sum W'``,
+                              range checks for ``weight_bits`` and ``acc_width``; the per-lane
+                              constants of ``gap`` and ``add``
+``PlanNetMemory``             ABUF regions by liveness over the DAG (first fit), WBUF/PBUF bases,
+                              or :class:`DoesNotFitError`
+``EmitNetProgram``            WBUF/PBUF images and IMEM: SETCONV, MATMUL (``conv = 1``), VECTOR,
+                              a SYNC after every layer, HALT
+``ModelNetCycles``            modelled cycles per layer (:mod:`accel.compiler.cycles`)
+============================  ===================================================================
+
+Layout: an activation of one inference with ``P`` pixels (``H*W``, or the rows of a 2-D
+tensor) and ``C`` channels holds ``S = ceil(C / R)`` ABUF words per pixel, pixel-major:
+pixel ``p`` chunk ``cc`` at ``base + p*S + cc``; batch item ``b`` at ``base + b*P*S``. A
+Flatten of ``[1, C, H, W]`` is a view of the same words as one row of ``P*S*R`` bytes; the
+Gemm reading it gets its weight rows permuted from C-major to this order (zero rows for the
+lanes past ``C``). A model input ``[1, C, H, W]`` is transposed to pixel-major by the host
+(``TensorPlacement.layout = "nchw"``).
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+
+import numpy as np
+from amaranth.lib import data
+
+from .. import isa, numerics
+from ..config import HardwareConfig
+from .cycles import CycleModel, vector_reads
+from .errors import CompileError, DoesNotFitError
+from .gemm import Boundary
+from .ir import Graph, IRError, Node, dtype_range
+from .layout import chunks, pack_words, param_words, wrap_signed
+from .lowering import _quant_dict
+from .memplan import BUFFERS, first_fit
+
+__all__ = ["NetProgram", "NetLayer", "Activation", "CONV_PIPELINE", "CONV_OPS", "needs_conv_backend",
+           "CanonicalizeGraph", "LowerToNetLayers", "FoldWeights", "PlanNetMemory", "EmitNetProgram",
+           "ModelNetCycles"]
+
+CONV_OPS = ("conv", "maxpool", "global_avgpool", "add", "avgpool")
+_SUPPORTED = ("quantize", "dequantize", "conv", "matmul", "maxpool", "global_avgpool", "add", "reshape")
+_COUNT_MAX = (1 << 16) - 1
+_GEOMETRY_BITS = {name: data.Layout.cast(isa.ConvGeometry)[name].width
+                  for name in ("in_h", "in_w", "out_w", "kh", "kw", "stride_y", "stride_x", "dil_y", "dil_x",
+                               "pad_t", "pad_l", "c_chunks")}
+_INSN_BITS = {name: data.Layout.cast(isa.Insn)[name].width
+              for name in ("w_addr", "a_addr", "a_stride", "count", "k_tiles", "p_addr", "y_addr", "y_stride",
+                           "oy0", "ox0", "b_stride")}
+
+
+def needs_conv_backend(graph: Graph) -> bool:
+    """Return True when ``graph`` has ops only the conv back end compiles."""
+    return any(node.op in CONV_OPS for node in graph.nodes) or any(
+        len(graph.tensors[name].shape) == 4 for name in graph.inputs)
+
+
+@dataclass(eq=False)
+class Activation:
+    """Describe an integer tensor as the accelerator holds it: ``pixels`` x ``channels``, pixel-major.
+
+    ``storage`` names the ABUF region (views such as a Flatten share their source's);
+    ``flat`` is True for a Flatten view, read as one row of ``pixels * S * R`` bytes.
+    """
+
+    storage: str
+    pixels: int
+    channels: int
+    dtype: np.dtype
+    height: int = 1
+    width: int = 1
+    quant: object = None
+    flat: bool = False
+
+
+@dataclass(eq=False)
+class NetLayer:
+    """Describe one layer: what it computes, where its operands live, and (as stages run) its tiles and program."""
+
+    name: str
+    kind: str               # conv | depthwise | pointwise | grouped | fc | pool | gap | add
+    op: str
+    inputs: list[str]       # storage names read
+    output: str             # storage name written
+    node: Node | None = None
+    geometry: dict = field(default_factory=dict)  # SETCONV fields (conv, pool, gap)
+    x_pixels: int = 1       # pixels (or rows) per inference of the input
+    x_chunks: int = 1       # ABUF words per input pixel (a_stride)
+    y_pixels: int = 1
+    y_chunks: int = 1
+    x_dtype: np.dtype = np.dtype(np.int8)
+    y_dtype: np.dtype = np.dtype(np.int8)
+    y_zp: int = 0
+    y_lo: int = -128
+    y_hi: int = 127
+    # matmul-like layers, filled by FoldWeights
+    tiles: list[np.ndarray] = field(default_factory=list)   # per column tile: W' [k_tiles*R, cols]
+    tile_chunk: list[int] = field(default_factory=list)     # per column tile: first input chunk read (conv)
+    bias: np.ndarray | None = None                          # int64 [n_tiles*cols] (gap: [S*R])
+    multiplier: np.ndarray | None = None                    # float32, same shape
+    add_words: tuple[int, int] | None = None                # add: the two PBUF words
+    swap_operands: bool = False                             # add: ORT's X is the second input
+    k_tiles: int = 0
+    macs: int = 0           # useful multiply-accumulates per inference
+    # placement and program
+    w_addr: int = 0
+    p_addr: int = 0
+    insns: range | None = None
+    cycles: int | None = None
+
+    @property
+    def n_tiles(self) -> int:
+        return len(self.tiles)
+
+    @property
+    def pbuf_words(self) -> int:
+        if self.add_words is not None:
+            return 2
+        return 0 if self.bias is None else len(self.bias)
+
+
+@dataclass(eq=False)
+class NetProgram:
+    """Hold a convolutional network being compiled for one config."""
+
+    name: str
+    graph: Graph
+    config: HardwareConfig
+    batch: int
+    layers: list[NetLayer] = field(default_factory=list)
+    storage: dict[str, int] = field(default_factory=dict)   # ABUF words per inference of each region
+    abuf: dict[str, int] = field(default_factory=dict)      # ABUF base of each region
+    input: Boundary | None = None
+    output: Boundary | None = None
+    input_view: tuple[int, int] = (1, 1)    # (rows, features) per inference as the host writes the input
+    input_layout: str = "rows"              # TensorPlacement.layout of the input
+    output_view: tuple[int, int] = (1, 1)
+    dynamic_batch: bool = False
+    done: list[str] = field(default_factory=list)
+    abuf_words: int | None = None
+    wbuf: list[int] | None = None
+    pbuf: list[int] | None = None
+    imem: list[int] | None = None
+
+    def verify(self) -> "NetProgram":
+        """Check the invariants of the stages done so far; raise :class:`IRError` (a compiler bug) if one fails."""
+        if "CanonicalizeGraph" in self.done:
+            self.graph.verify()
+        if "LowerToNetLayers" in self.done:
+            written = {self.input.tensor}
+            for layer in self.layers:
+                for name in layer.inputs:
+                    _check(name in written, f"layer {layer.name!r} reads {name!r} before it is written")
+                _check(layer.output not in layer.inputs, f"layer {layer.name!r} writes its own input")
+                written.add(layer.output)
+            _check(self.output.tensor in written, "the output is never written")
+        if "FoldWeights" in self.done:
+            bits = self.config.weight_bits
+            for layer in self.layers:
+                for tile in layer.tiles:
+                    _check(tile.shape == (layer.k_tiles * self.config.rows, self.config.cols),
+                           f"layer {layer.name!r}: tile shape {tile.shape}")
+                    _check(tile.min(initial=0) >= -(1 << (bits - 1)) and tile.max(initial=0) < 1 << (bits - 1),
+                           f"layer {layer.name!r}: W' does not fit {bits} bits")
+        if "PlanNetMemory" in self.done:
+            for name, words in self.storage.items():
+                _check(self.abuf[name] + words * self.batch <= self.config.abuf.depth, f"{name!r} outside ABUF")
+        if "EmitNetProgram" in self.done:
+            _check(0 < len(self.imem) <= self.config.imem.depth, "program does not fit IMEM")
+            _check(isa.decode(self.imem[-1]).opcode == isa.Opcode.HALT, "the program does not end with HALT")
+            _check(self.layers[-1].insns.stop == len(self.imem), "layers do not cover the program")
+        return self
+
+
+def _check(condition: bool, message: str):
+    if not condition:
+        raise IRError(f"conv back end: {message}")
+
+
+def _where(program, node: Node) -> str:
+    return f"{program.name}: node {node.name!r} ({node.op})"
+
+
+class NetStage:
+    """Rewrite or annotate a :class:`NetProgram`; subclasses implement :meth:`apply`."""
+
+    def apply(self, program: NetProgram, check_feeds: dict | None = None) -> NetProgram:
+        raise NotImplementedError
+
+    @property
+    def name(self) -> str:
+        return type(self).__name__
+
+
+class CanonicalizeGraph(NetStage):
+    """Run the graph passes (clamp folding, identity and reshape clean-up), checked against golden if feeds are given."""
+
+    def apply(self, program, check_feeds=None):
+        from .passes import canonicalize
+        program.graph = canonicalize(program.graph.copy(), check_feeds=check_feeds)
+        return program
+
+
+class LowerToNetLayers(NetStage):
+    """Turn the canonical DAG into layers on pixel-major activations; quantize/dequantize become host boundaries."""
+
+    def apply(self, program, check_feeds=None):
+        g = program.graph
+        self._storage = {}
+        for node in g.nodes:
+            if node.op == "avgpool":
+                raise CompileError(
+                    f"{_where(program, node)}: an AveragePool whose window is not the whole image cannot run: "
+                    f"onnxruntime's QLinearAveragePool rounds the window sum in float32, which the accelerator's "
+                    f"integer datapath does not reproduce; use GlobalAveragePool (or pool the whole image)")
+            if node.op not in _SUPPORTED:
+                raise CompileError(f"{_where(program, node)} cannot run on the accelerator; the conv back end runs "
+                                   f"{', '.join(_SUPPORTED)} (with clamps folded into their producer)")
+        if len(g.inputs) != 1 or len(g.outputs) != 1:
+            raise CompileError(f"{program.name}: the accelerator runs models with one input and one output; this "
+                               f"one has inputs {g.inputs} and outputs {g.outputs}")
+        in_name, out_name = g.inputs[0], g.outputs[0]
+        t = g.tensors[in_name]
+        in_quant, in_dtype = _quant_dict(t.quant, t.dtype), t.dtype.name
+        acts: dict[str, Activation] = {}
+        layers: list[NetLayer] = []
+        first = None
+        out_quant = out_dtype = None
+        out_act = None
+        for node in g.nodes:
+            if node.op == "quantize":
+                if node.inputs[0] != in_name:
+                    raise CompileError(f"{_where(program, node)}: quantize is supported only at the model input")
+                in_quant, in_dtype = _quant_dict(node.attrs["quant"], node.attrs["quant"].dtype), "float32"
+                first = node.outputs[0]
+                continue
+            if node.op == "dequantize":
+                if node.outputs[0] != out_name:
+                    raise CompileError(f"{_where(program, node)}: dequantize is supported only at the model output")
+                out_quant, out_dtype = _quant_dict(node.attrs["quant"], node.attrs["quant"].dtype), "float32"
+                out_act = acts[node.inputs[0]]
+                continue
+            for name in node.inputs:
+                if name not in acts and not g.is_constant(name):
+                    if name != (first or in_name):
+                        raise CompileError(f"{_where(program, node)} reads {name!r}, which the accelerator does "
+                                           f"not compute")
+                    acts[name] = self._input(program, name, layers)
+            if node.op == "reshape":
+                acts[node.outputs[0]] = self._reshape(program, node, acts[node.inputs[0]])
+                continue
+            layers.append(self._layer(program, node, acts))
+        if out_act is None:
+            out_act = acts.get(out_name)
+            t = g.tensors[out_name]
+            out_quant, out_dtype = _quant_dict(t.quant, t.dtype), t.dtype.name
+        if out_act is None or not layers:
+            raise CompileError(f"{program.name}: the model computes nothing on the accelerator")
+        if out_act.flat or (out_act.pixels > 1 and out_act.channels > 1):
+            raise CompileError(f"{program.name}: the output {out_name!r} {list(g.tensors[out_name].shape)} is a "
+                               f"feature map with several channels; the host reads outputs row-major, so end the "
+                               f"model with a global pool/flatten + Gemm or a single-channel map")
+        program.layers = layers
+        program.input = Boundary(in_name, g.tensors[in_name].shape, in_dtype, in_quant, "input")
+        program.output = Boundary(out_name, g.tensors[out_name].shape, out_dtype, out_quant, out_act.storage)
+        program.output_view = (out_act.pixels, out_act.channels)
+        # ABUF words per inference of every region
+        program.storage = self._storage
+        program.dynamic_batch = bool(g.dynamic_batch)
+        return program
+
+    # -- activations ------------------------------------------------------------------------
+    def _input(self, program, name, layers) -> Activation:
+        g, R = program.graph, program.config.rows
+        t = g.tensors[name]
+        if len(t.shape) == 4:
+            _, c, h, w = t.shape
+            program.input_view = (h * w, c)
+            if c > 1 and h * w > 1:
+                program.input_layout = "nchw"  # the host transposes the image to pixel-major
+            act = Activation("input", h * w, c, t.dtype, h, w, t.quant)
+        elif len(t.shape) == 2:
+            program.input_view = (t.shape[0], t.shape[1])
+            act = Activation("input", t.shape[0], t.shape[1], t.dtype, t.shape[0], 1, t.quant)
+        else:
+            raise CompileError(f"{program.name}: input {name!r} has shape {list(t.shape)}; the conv back end takes "
+                               f"[1, C, H, W] or [rows, features] inputs")
+        self._storage.setdefault("input", act.pixels * chunks(act.channels, R))
+        return act
+
+    def _reshape(self, program, node, src: Activation) -> Activation:
+        shape = program.graph.tensors[node.outputs[0]].shape
+        if src.flat or len(shape) != 2 or shape[0] != 1:
+            if not src.flat and len(shape) == 4 and shape[2] * shape[3] == src.pixels and shape[1] == src.channels:
+                return src
+            raise CompileError(f"{_where(program, node)} reshapes to {list(shape)}; the accelerator keeps "
+                               f"activations pixel-major and runs Flatten to [1, features] before a Gemm only")
+        if src.pixels == 1:
+            return Activation(src.storage, 1, shape[1], src.dtype, 1, 1, src.quant)
+        return Activation(src.storage, src.pixels, src.channels, src.dtype, src.height, src.width, src.quant, flat=True)
+
+    def _new(self, program, node, pixels, channels, dtype, h=1, w=1) -> Activation:
+        name = node.outputs[0]
+        t = program.graph.tensors[name]
+        self._storage[name] = pixels * chunks(channels, program.config.rows)
+        return Activation(name, pixels, channels, np.dtype(dtype), h, w, t.quant)
+
+    # -- layers -----------------------------------------------------------------------------
+    def _layer(self, program, node, acts) -> NetLayer:
+        g, R = program.graph, program.config.rows
+        x = acts[node.inputs[0]]
+        if x.flat and node.op != "matmul":
+            raise CompileError(f"{_where(program, node)} reads a flattened feature map; only a Gemm/MatMul can")
+        y_t = g.tensors[node.outputs[0]]
+        common = dict(name=node.name, op=node.op, node=node, x_pixels=x.pixels, x_chunks=chunks(x.channels, R),
+                      x_dtype=x.dtype, y_dtype=y_t.dtype)
+        if node.op in ("conv", "matmul"):
+            if node.attrs["requant"] is None:
+                raise CompileError(f"{_where(program, node)} has an int32 output; the accelerator requantizes "
+                                   f"every layer to int8/uint8")
+            rq = node.attrs["requant"]
+            common.update(y_zp=rq.zero_point, y_lo=rq.lo, y_hi=rq.hi)
+            for name in node.inputs[1:]:
+                if not g.is_constant(name):
+                    raise CompileError(f"{_where(program, node)}: {name!r} must be a constant")
+        if node.op == "conv":
+            _, n, oh, ow = y_t.shape
+            y = self._new(program, node, oh * ow, n, y_t.dtype, oh, ow)
+            layer = NetLayer(kind=self._conv_kind(program, node), inputs=[x.storage], output=y.storage,
+                             y_pixels=oh * ow, y_chunks=chunks(n, R), **common)
+            layer.geometry = self._conv_geometry(program, node, x, ow)
+        elif node.op == "matmul":
+            if len(y_t.shape) != 2:
+                raise CompileError(f"{_where(program, node)}: output {list(y_t.shape)}; the accelerator runs "
+                                   f"[rows, K] @ [K, N] with a constant 2-D weight")
+            rows, n = y_t.shape
+            y = self._new(program, node, rows, n, y_t.dtype, rows, 1)
+            layer = NetLayer(kind="fc", inputs=[x.storage], output=y.storage, y_pixels=rows, y_chunks=chunks(n, R),
+                             **common)
+            layer.geometry = dict(flat=x.flat, x_pixels=x.pixels, x_channels=x.channels)
+            if x.flat:
+                layer.x_pixels = 1
+        elif node.op == "maxpool":
+            a = node.attrs
+            _, c, oh, ow = y_t.shape
+            y = self._new(program, node, oh * ow, c, y_t.dtype, oh, ow)
+            layer = NetLayer(kind="pool", inputs=[x.storage], output=y.storage, y_pixels=oh * ow,
+                             y_chunks=chunks(c, R), **common)
+            lo, hi = dtype_range(y_t.dtype)
+            layer.y_lo, layer.y_hi = lo, hi
+            layer.geometry = self._geometry(program, node, x, ow, a["kernel"], a["strides"], a["dilations"],
+                                            a["pads"], chunks(c, R), 0)
+        elif node.op == "global_avgpool":
+            _, c = y_t.shape[:2]
+            y = self._new(program, node, 1, c, y_t.dtype)
+            yq = node.attrs["y_quant"]
+            lo, hi = dtype_range(y_t.dtype)
+            layer = NetLayer(kind="gap", inputs=[x.storage], output=y.storage, y_pixels=1, y_chunks=chunks(c, R),
+                             y_zp=int(yq.zero_point[0]), y_lo=lo, y_hi=hi, **common)
+            layer.geometry = dict(in_h=x.height, in_w=x.width, out_w=1, kh=1, kw=1, stride_y=1, stride_x=1,
+                                  dil_y=1, dil_x=1, pad_t=0, pad_l=0, c_chunks=chunks(c, R), x_pad=0)
+            self._check_geometry(program, node, layer.geometry)
+        else:  # add
+            b = acts[node.inputs[1]]
+            sa, sb = g.tensors[node.inputs[0]].shape, g.tensors[node.inputs[1]].shape
+            if sa != sb or b.flat or (b.pixels, b.channels) != (x.pixels, x.channels):
+                raise CompileError(f"{_where(program, node)} adds shapes {list(sa)} and {list(sb)}; the accelerator "
+                                   f"adds tensors of identical shape only (no broadcasting)")
+            rq = node.attrs["requant"]
+            y = self._new(program, node, x.pixels, x.channels, y_t.dtype, x.height, x.width)
+            layer = NetLayer(kind="add", inputs=[x.storage, b.storage], output=y.storage, y_pixels=x.pixels,
+                             y_chunks=chunks(x.channels, R), y_lo=rq.lo, y_hi=rq.hi, **common)
+            if x.dtype != b.dtype or x.dtype != y_t.dtype:
+                raise CompileError(f"{_where(program, node)}: inputs {x.dtype.name}/{b.dtype.name} and output "
+                                   f"{y_t.dtype.name} must share one type")
+        acts[node.outputs[0]] = y
+        return layer
+
+    @staticmethod
+    def _conv_kind(program, node) -> str:
+        w = program.graph.constants[node.inputs[1]]
+        group = node.attrs["group"]
+        if group == 1:
+            return "pointwise" if w.shape[2] * w.shape[3] == 1 else "conv"
+        return "depthwise" if w.shape[1] == 1 else "grouped"
+
+    def _conv_geometry(self, program, node, x: Activation, ow: int) -> dict:
+        a, w = node.attrs, program.graph.constants[node.inputs[1]]
+        if len(w.shape) != 4:
+            raise CompileError(f"{_where(program, node)}: weight {list(w.shape)}; the accelerator runs 2-D convs")
+        return self._geometry(program, node, x, ow, w.shape[2:], a["strides"], a["dilations"], a["pads"],
+                              0, int(a["x_zp"]))
+
+    def _geometry(self, program, node, x: Activation, ow, kernel, strides, dilations, pads, c_chunks, x_pad):
+        if len(kernel) != 2 or len(pads) != 4:
+            raise CompileError(f"{_where(program, node)}: only 2-D windows run on the accelerator")
+        geometry = dict(in_h=x.height, in_w=x.width, out_w=ow, kh=int(kernel[0]), kw=int(kernel[1]),
+                        stride_y=int(strides[0]), stride_x=int(strides[1]), dil_y=int(dilations[0]),
+                        dil_x=int(dilations[1]), pad_t=int(pads[0]), pad_l=int(pads[1]), c_chunks=c_chunks,
+                        x_pad=x_pad)
+        self._check_geometry(program, node, geometry)
+        return geometry
+
+    @staticmethod
+    def _check_geometry(program, node, geometry):
+        names = dict(in_h="input height", in_w="input width", out_w="output width", kh="kernel height",
+                     kw="kernel width", stride_y="stride (y)", stride_x="stride (x)", dil_y="dilation (y)",
+                     dil_x="dilation (x)", pad_t="top padding", pad_l="left padding", c_chunks="channel chunks")
+        for key, bits in _GEOMETRY_BITS.items():
+            value = geometry[key]
+            low = 0 if key in ("pad_t", "pad_l", "c_chunks") else 1
+            if not low <= value < 1 << bits:
+                raise CompileError(f"{_where(program, node)}: {names[key]} {value} is outside the SETCONV field "
+                                   f"{key} ({low}..{(1 << bits) - 1})")
+
+
+class FoldWeights(NetStage):
+    """Build each matmul-like layer's column tiles ``W'`` (im2col tap order), ``bias'`` and multipliers; add/gap constants."""
+
+    def apply(self, program, check_feeds=None):
+        for layer in program.layers:
+            getattr(self, f"_{layer.kind if layer.kind in ('fc', 'gap', 'add', 'pool') else 'conv'}")(
+                program, layer)
+        return program
+
+    @staticmethod
+    def _pool(program, layer):
+        a = layer.node.attrs
+        layer.macs = 0
+        layer.k_tiles = a["kernel"][0] * a["kernel"][1]
+
+    def _conv(self, program, layer):
+        g, cfg = program.graph, program.config
+        R, C = cfg.rows, cfg.cols
+        node, a = layer.node, layer.node.attrs
+        w = g.constants[node.inputs[1]].astype(np.int64)
+        n, cg, kh, kw = w.shape
+        group = a["group"]
+        ng = n // group
+        w = w - np.asarray(a["w_zp"], np.int64).reshape(-1, 1, 1, 1)
+        self._check_weights(program, layer, w.reshape(n, -1).T)
+        s = layer.x_chunks
+        # the input chunks each column tile reads: the union of its output channels' groups
+        windows = []
+        for nt in range(chunks(n, C)):
+            outs = np.arange(nt * C, min(n, nt * C + C))
+            g_lo, g_hi = outs[0] // ng, outs[-1] // ng
+            windows.append(((g_lo * cg) // R, ((g_hi + 1) * cg - 1) // R))
+        c_chunks = max(hi - lo + 1 for lo, hi in windows)
+        layer.geometry["c_chunks"] = c_chunks
+        LowerToNetLayers._check_geometry(program, node, layer.geometry)
+        layer.k_tiles = kh * kw * c_chunks
+        for nt, (lo, _) in enumerate(windows):
+            first = min(lo, s - c_chunks)
+            tile = np.zeros((kh, kw, c_chunks * R, C), np.int64)
+            for col, o in enumerate(range(nt * C, min(n, nt * C + C))):
+                lanes = (o // ng) * cg + np.arange(cg) - first * R
+                tile[:, :, lanes, col] = w[o].transpose(1, 2, 0)
+            layer.tiles.append(tile.reshape(-1, C))
+            layer.tile_chunk.append(first)
+        self._fold_bias(program, layer, w.reshape(n, -1).sum(axis=1), n)
+        layer.macs = layer.y_pixels * n * cg * kh * kw
+
+    def _fc(self, program, layer):
+        g, cfg = program.graph, program.config
+        R, C = cfg.rows, cfg.cols
+        node, a = layer.node, layer.node.attrs
+        w = g.constants[node.inputs[1]].astype(np.int64)
+        if w.ndim != 2:
+            raise CompileError(f"{_where(program, node)}: weight {list(w.shape)}; the accelerator multiplies by a "
+                               f"constant 2-D weight [K, N]")
+        k, n = w.shape
+        w = w - np.broadcast_to(np.asarray(a["w_zp"], np.int64).ravel(), (n,))
+        self._check_weights(program, layer, w)
+        geo = layer.geometry
+        if geo["flat"]:  # rows of the flattened [C, H, W] in pixel-major chunk order
+            p, c = geo["x_pixels"], geo["x_channels"]
+            if p * c != k:
+                raise CompileError(f"{_where(program, node)}: input of {p * c} features, weight [{k}, {n}]")
+            s = chunks(c, R)
+            rows = np.zeros((p * s * R, n), np.int64)
+            ch = np.arange(c)
+            for pix in range(p):
+                rows[pix * s * R + ch] = w[ch * p + pix]
+            w_rows = rows
+        else:
+            if geo["x_channels"] != k:
+                raise CompileError(f"{_where(program, node)}: input of {geo['x_channels']} features, weight "
+                                   f"[{k}, {n}]")
+            w_rows = np.zeros((chunks(k, R) * R, n), np.int64)
+            w_rows[:k] = w
+        layer.k_tiles = len(w_rows) // R
+        layer.x_chunks = layer.k_tiles if geo["flat"] else chunks(k, R)
+        padded = np.zeros((len(w_rows), chunks(n, C) * C), np.int64)
+        padded[:, :n] = w_rows
+        layer.tiles = [padded[:, nt * C:(nt + 1) * C] for nt in range(chunks(n, C))]
+        self._fold_bias(program, layer, w.sum(axis=0), n)
+        layer.macs = layer.y_pixels * k * n
+
+    @staticmethod
+    def _check_weights(program, layer, w):
+        bits = program.config.weight_bits
+        lo, hi = -(1 << (bits - 1)), (1 << (bits - 1)) - 1
+        if w.min() < lo or w.max() > hi:
+            raise CompileError(f"{program.name}: node {layer.name!r} ({layer.op}): weights minus the zero point span "
+                               f"[{int(w.min())}, {int(w.max())}], beyond the {bits}-bit signed weights of config "
+                               f"{program.config.name!r}; quantize the weights as int8 with zero point 0")
+        x_lo, x_hi = dtype_range(layer.x_dtype)
+        high = np.maximum(w * x_lo, w * x_hi).sum(axis=0)
+        low = np.minimum(w * x_lo, w * x_hi).sum(axis=0)
+        width = program.config.acc_width
+        if high.max() >= 1 << (width - 1) or low.min() < -(1 << (width - 1)):
+            raise CompileError(f"{program.name}: node {layer.name!r} ({layer.op}): accumulators can reach "
+                               f"[{int(low.min()):,}, {int(high.max()):,}], beyond the {width}-bit accumulators")
+
+    @staticmethod
+    def _fold_bias(program, layer, w_sums, n):
+        g, node, rq = program.graph, layer.node, layer.node.attrs["requant"]
+        bias = np.zeros(n, np.int64)
+        if len(node.inputs) > 2:
+            bias = np.broadcast_to(g.constants[node.inputs[2]].astype(np.int64).ravel(), (n,)).copy()
+        multiplier = np.broadcast_to(rq.multiplier, (n,)).astype(np.float32)
+        bad = (multiplier < numerics.MULTIPLIER_MIN) | (multiplier >= numerics.MULTIPLIER_MAX)
+        if bad.any():
+            raise CompileError(f"{_where(program, node)}: requantization multiplier {multiplier[bad][0]!r} is "
+                               f"outside [2**-40, 2**8), the hardware requantizer's range")
+        width = layer.n_tiles * program.config.cols
+        layer.bias = np.zeros(width, np.int64)
+        layer.bias[:n] = wrap_signed(bias - int(node.attrs["x_zp"]) * w_sums, 32)
+        layer.multiplier = np.ones(width, np.float32)
+        layer.multiplier[:n] = multiplier
+
+    @staticmethod
+    def _gap(program, layer):
+        a, R = layer.node.attrs, program.config.rows
+        xq, yq = a["x_quant"], a["y_quant"]
+        count = layer.x_pixels
+        multiplier = np.float32(xq.scale[0] / (yq.scale[0] * np.float32(count)))
+        if not 2.0 ** -32 <= multiplier < 256.0:
+            raise CompileError(f"{_where(program, layer.node)}: multiplier {multiplier!r} outside [2**-32, 256), "
+                               f"which onnxruntime rejects")
+        width = layer.y_chunks * R
+        layer.bias = np.full(width, -int(xq.zero_point[0]) * count, np.int64)
+        layer.multiplier = np.full(width, multiplier, np.float32)
+        layer.macs = 0
+
+    @staticmethod
+    def _add(program, layer):
+        g, node = program.graph, layer.node
+        a = node.attrs
+        aq, bq, rq = a["a_quant"], a["b_quant"], a["requant"]
+        yq = a.get("y_quant") or g.tensors[node.outputs[0]].quant
+        shape = g.tensors[node.inputs[0]].shape
+        zeros = np.zeros(shape, layer.x_dtype)
+        X, rx, zx, Y, ry, zy, zc, kernel_dt, shift, *_ = numerics._qlinear_add_operands(
+            zeros, aq.scale[0], aq.zero_point[0], zeros, bq.scale[0], bq.zero_point[0], yq.scale[0],
+            yq.zero_point[0], layer.x_dtype, (rq.lo, rq.hi), bool(a.get("qdq_s8_to_u8", False)))
+        # ORT's kernel takes X = b only when a is a broadcast scalar span (numerics._input0_is_span_scalar)
+        layer.swap_operands = bool(numerics._input0_is_span_scalar(shape, shape))
+        fixed = numerics._qlinear_add_fixed(rx, zx, ry, zy, zc)
+        (rxm, rxe), (rym, rye), (fm, fe) = (numerics._float32_parts(v) for v in (rx, ry, fixed))
+        for mant, name in ((rxm, "a_scale / y_scale"), (rym, "b_scale / y_scale")):
+            if not (1 << 23) <= int(mant) < 1 << 24:
+                raise CompileError(f"{_where(program, node)}: the scale ratio {name} is zero or subnormal")
+        layer.add_words = isa.add_params(rx_mant=int(rxm), rx_exp=int(rxe), ry_mant=int(rym), ry_exp=int(rye),
+                                         fixed_mant=int(fm), fixed_exp=int(fe), shift=int(shift),
+                                         kernel_signed=int(np.dtype(kernel_dt) == np.int8))
+        layer.macs = 0
+
+
+class PlanNetMemory(NetStage):
+    """Place activations in ABUF by liveness over the DAG (first fit, freed space reused); WBUF/PBUF layer after layer."""
+
+    def apply(self, program, check_feeds=None):
+        cfg, layers, batch = program.config, program.layers, program.batch
+        end = len(layers)
+        last_use = {"input": 0}
+        first_def = {"input": 0}
+        for i, layer in enumerate(layers):
+            first_def.setdefault(layer.output, i)
+            for name in layer.inputs:
+                last_use[name] = i
+        last_use[program.output.tensor] = end
+        requests = [(name, program.storage[name] * batch, first_def[name], last_use.get(name, first_def[name]))
+                    for name in sorted(first_def, key=lambda n: first_def[n])]
+        program.abuf = first_fit(requests)
+        program.abuf_words = max(program.abuf[n] + w for n, w, _, _ in requests)
+        if program.abuf_words > cfg.abuf.depth:  # first fit fragmented ABUF: try ping-ponging bottom and top
+            program.abuf = _two_ended_fit(requests, cfg.abuf.depth)
+            program.abuf_words = max(program.abuf[n] + w for n, w, _, _ in requests)
+        w_addr = p_addr = 0
+        for layer in layers:
+            layer.w_addr, layer.p_addr = w_addr, p_addr
+            w_addr += layer.n_tiles * layer.k_tiles * cfg.rows if layer.tiles else 0
+            p_addr += layer.pbuf_words
+        imem = sum(_instruction_count(program, layer) for layer in layers)
+        m_tile = max((min(layer.y_pixels * (batch if layer.kind == "fc" else 1), cfg.accbuf.depth)
+                      for layer in layers if layer.tiles), default=0)
+        words = dict(imem=imem, abuf=program.abuf_words, wbuf=w_addr, pbuf=p_addr, accbuf=m_tile)
+        needs = {buf: (words[buf] * cfg.word_bytes(buf), cfg.capacity_bytes(buf)) for buf in BUFFERS}
+        over = sorted((buf for buf in BUFFERS if words[buf] > getattr(cfg, buf).depth),
+                      key=lambda buf: -needs[buf][0] / needs[buf][1])
+        if over:
+            too_big = "; ".join(f"{buf} {needs[buf][0]:,} bytes, {cfg.name} has {needs[buf][1]:,}" for buf in over)
+            fits = ", ".join(f"{buf} {needs[buf][0]:,} of {needs[buf][1]:,} bytes" for buf in BUFFERS
+                             if buf not in over)
+            hint = "use a config with bigger buffers" + (" or a smaller batch" if batch > 1 else "")
+            raise DoesNotFitError(f"{program.name} needs {too_big} (fits: {fits}); {hint}", needs)
+        return program
+
+
+def _two_ended_fit(requests, depth: int) -> dict[str, int]:
+    """Return addresses like :func:`first_fit`, but alternate the preferred end of ABUF (bottom, top) per request.
+
+    Chains then ping-pong between the two ends instead of fragmenting the bottom; a request
+    that does not fit at its preferred end goes to the other.
+    """
+    placed: dict[str, tuple[int, int, int, int]] = {}
+    for i, (name, words, first, last) in enumerate(requests):
+        busy = sorted((a, a + size) for a, size, f, l in placed.values() if f <= last and first <= l)
+        low = 0
+        for start, end in busy:
+            if low + words <= start:
+                break
+            low = max(low, end)
+        high = depth - words
+        for start, end in sorted(busy, key=lambda b: -b[1]):
+            if end <= high:
+                if all(e <= high or s >= high + words for s, e in busy):
+                    break
+            high = min(high, start - words)
+        options = [a for a in ((high, low) if i % 2 else (low, high)) if 0 <= a and a + words <= depth]
+        placed[name] = (options[0] if options else low, words, first, last)
+    return {name: p[0] for name, p in placed.items()}
+
+
+def _m_ranges(total: int, tile: int) -> list[tuple[int, int]]:
+    return [(m0, min(tile, total - m0)) for m0 in range(0, total, tile)]
+
+
+def _instruction_count(program, layer) -> int:
+    return len(_layer_program(program, layer))
+
+
+def _layer_program(program: NetProgram, layer: NetLayer) -> list[int]:
+    """Return the instructions of one layer (addresses as planned so far), ending with a SYNC."""
+    cfg, batch = program.config, program.batch
+    R, C = cfg.rows, cfg.cols
+    acc_tile = min(cfg.accbuf.depth, _COUNT_MAX)
+    x = program.abuf.get(layer.inputs[0], 0)
+    y = program.abuf.get(layer.output, 0)
+    sx, sy = layer.x_chunks, layer.y_chunks
+    xs, ys = dict(x_signed=int(layer.x_dtype == np.int8)), dict(y_signed=int(layer.y_dtype == np.int8))
+    out = dict(y_zp=layer.y_zp, y_lo=layer.y_lo, y_hi=layer.y_hi)
+    insns = []
+    if layer.kind == "fc":
+        rows = batch * layer.y_pixels
+        for nt in range(layer.n_tiles):
+            for m0, n in _m_ranges(rows, acc_tile):
+                insns.append(isa.matmul(**xs, **ys, w_addr=layer.w_addr + nt * layer.k_tiles * R,
+                                        a_addr=x + m0 * sx, a_stride=sx, count=n, k_tiles=layer.k_tiles,
+                                        p_addr=layer.p_addr + nt * C, y_addr=y + m0 * sy + nt, y_stride=sy, **out))
+    elif layer.kind == "pool":
+        insns.append(isa.setconv(**layer.geometry))
+        ow = layer.geometry["out_w"]
+        for b in range(batch):
+            for m0, n in _m_ranges(layer.y_pixels, _COUNT_MAX):
+                oy0, ox0 = divmod(m0, ow)
+                insns.append(isa.vector(isa.Vop.MAX, **xs, **ys, a_addr=x + b * layer.x_pixels * sx, a_stride=sx,
+                                        count=n, oy0=oy0, ox0=ox0, y_addr=y + (b * layer.y_pixels + m0) * sy,
+                                        y_stride=sy, **out))
+    elif layer.kind == "gap":
+        insns.append(isa.setconv(**layer.geometry))
+        for b in range(batch):
+            insns.append(isa.vector(isa.Vop.GSUM, **xs, **ys, a_addr=x + b * layer.x_pixels * sx, a_stride=sx,
+                                    count=layer.x_pixels, p_addr=layer.p_addr, y_addr=y + b * sy, y_stride=sy,
+                                    **out))
+    elif layer.kind == "add":
+        a, b_ = x, program.abuf.get(layer.inputs[1], 0)
+        if layer.swap_operands:
+            a, b_ = b_, a
+        for m0, n in _m_ranges(batch * layer.y_pixels * sy, _COUNT_MAX):
+            insns.append(isa.vector(isa.Vop.ADD, **xs, **ys, a_addr=a + m0, a_stride=1, w_addr=b_ + m0, b_stride=1,
+                                    count=n, p_addr=layer.p_addr, y_addr=y + m0, y_stride=1, **out))
+    else:  # conv-mode MATMULs, one per (batch item, column tile, row tile)
+        insns.append(isa.setconv(**layer.geometry))
+        ow = layer.geometry["out_w"]
+        for b in range(batch):
+            for nt in range(layer.n_tiles):
+                for m0, n in _m_ranges(layer.y_pixels, acc_tile):
+                    oy0, ox0 = divmod(m0, ow)
+                    insns.append(isa.matmul(
+                        conv=1, **xs, **ys, w_addr=layer.w_addr + nt * layer.k_tiles * R,
+                        a_addr=x + b * layer.x_pixels * sx + layer.tile_chunk[nt], a_stride=sx, count=n,
+                        k_tiles=layer.k_tiles, p_addr=layer.p_addr + nt * C, oy0=oy0, ox0=ox0,
+                        y_addr=y + (b * layer.y_pixels + m0) * sy + nt, y_stride=sy, **out))
+    insns.append(isa.sync())
+    return insns
+
+
+class EmitNetProgram(NetStage):
+    """Build the WBUF and PBUF images and the IMEM program: each layer's instructions, a SYNC after each, HALT at the end."""
+
+    def apply(self, program, check_feeds=None):
+        cfg = program.config
+        program.wbuf, program.pbuf, program.imem = [], [], []
+        for layer in program.layers:
+            for tile in layer.tiles:
+                program.wbuf += pack_words(tile, cfg.weight_bits)
+            if layer.add_words is not None:
+                program.pbuf += list(layer.add_words)
+            elif layer.bias is not None:
+                program.pbuf += param_words(layer.bias, layer.multiplier, len(layer.bias))
+            start = len(program.imem)
+            insns = _layer_program(program, layer)
+            for word in insns:
+                self._check_fields(program, layer, word)
+            program.imem += insns
+            layer.insns = range(start, len(program.imem))
+        program.imem[-1] = isa.halt()
+        return program
+
+    @staticmethod
+    def _check_fields(program, layer, word):
+        view = isa.decode(word)
+        if view.opcode == isa.Opcode.SETCONV:
+            return
+        for name, bits in _INSN_BITS.items():
+            if int(getattr(view, name)) >= 1 << bits:
+                raise CompileError(f"{program.name}: layer {layer.name!r} needs {name} beyond its {bits}-bit field")
+
+
+class ModelNetCycles(NetStage):
+    """Give every layer its modelled cycles (conv-mode MATMUL and VECTOR: modelled, not yet calibrated against RTL)."""
+
+    def apply(self, program, check_feeds=None):
+        model = CycleModel(program.config)
+        geometry = None
+        for layer in program.layers:
+            before = model.cycles
+            for addr in layer.insns:
+                insn = isa.decode(program.imem[addr])
+                if insn.opcode == isa.Opcode.SETCONV:
+                    geometry = insn
+                    model.step(insn.opcode)
+                    continue
+                reads = 0
+                if insn.opcode == isa.Opcode.VECTOR:
+                    g = (1, 1, 1) if geometry is None else (geometry.c_chunks, geometry.kh, geometry.kw)
+                    reads = vector_reads(insn.vop, int(insn.count), *map(int, g))
+                model.step(insn.opcode, int(insn.count), int(insn.k_tiles), reads)
+            layer.cycles = model.cycles - before
+        return program
+
+
+CONV_PIPELINE: list[NetStage] = [
+    CanonicalizeGraph(),
+    LowerToNetLayers(),
+    FoldWeights(),
+    PlanNetMemory(),
+    EmitNetProgram(),
+    ModelNetCycles(),
+]

@@ -1,0 +1,224 @@
+"""Tests for the conv back end: emulator == golden == onnxruntime, element for element.
+
+Zoo models on sim-small (MobileNetV1-0.25 needs 3,000 PBUF words, so it runs on sim-small
+with PBUF deepened to 4,096), a conv geometry sweep on hand-built QLinearConv models,
+maxpool / add / global average pool programs and the errors the compiler raises.
+"""
+
+import dataclasses
+
+import numpy as np
+import onnx
+import onnxruntime as ort
+import pytest
+from onnx import TensorProto, helper, numpy_helper
+
+import accel
+from accel import zoo
+from accel.api import load_model
+from accel.compiler.backend import compile_model
+from accel.compiler.errors import CompileError
+from accel.config import BufferSpec, preset
+from accel.report import report_text
+
+SEED = 20261128
+SIM_SMALL = preset("sim-small")
+BIG_PBUF = dataclasses.replace(SIM_SMALL, name="sim-small-pbuf4k", pbuf=BufferSpec(4096))
+
+
+def _ort(model_bytes, x):
+    session = ort.InferenceSession(model_bytes, providers=["CPUExecutionProvider"])
+    name = session.get_inputs()[0].name
+    return np.concatenate([session.run(None, {name: x[i:i + 1]})[0] for i in range(len(x))])
+
+
+def _check(model, x, config=SIM_SMALL, batch=None):
+    artifact = compile_model(model, config, batch=batch or len(x))
+    emu = accel.open_device("emu").load(artifact).run(x)
+    golden = accel.open_device("golden").load(model).run(x)
+    reference = _ort(model.onnx_bytes if getattr(model, "onnx_bytes", None) else open(model.source, "rb").read(), x)
+    assert np.array_equal(golden, reference), "golden != onnxruntime"
+    assert np.array_equal(emu, golden), "emulator != golden"
+    return artifact
+
+
+@pytest.mark.parametrize("variant", zoo.VARIANTS)
+def test_digits_cnn_all_test_images(variant):
+    print("seed", SEED)
+    model = load_model(str(zoo.build("digits_cnn", variant)))
+    _, _, x_test, _ = zoo.digits_dataset()
+    x = x_test.reshape(-1, 1, 8, 8).astype(np.float32)
+    assert len(x) == 360
+    artifact = compile_model(model, SIM_SMALL, batch=8)
+    emu = accel.open_device("emu").load(artifact).run(x)
+    golden = accel.open_device("golden").load(model).run(x)
+    assert np.array_equal(emu, golden)
+    assert np.array_equal(golden, _ort(open(model.source, "rb").read(), x))
+
+
+@pytest.mark.parametrize("name, variant, activation, config", [
+    ("resnet8", "qop_channel", "int8", SIM_SMALL),
+    ("resnet8", "qdq_channel", "uint8", SIM_SMALL),
+    ("ds_cnn", "qdq_channel", "int8", SIM_SMALL),
+    ("ds_cnn", "qop_channel", "int8", SIM_SMALL),
+    ("mobilenet_v1_025", "qop_channel", "int8", BIG_PBUF),
+    ("mobilenet_v1_025", "qdq_channel", "int8", BIG_PBUF),
+    ("fc_autoencoder", "qdq_channel", "int8", SIM_SMALL),
+])
+def test_zoo_models_bit_exact(name, variant, activation, config):
+    print("seed", SEED)
+    model = load_model(str(zoo.build(name, variant, activation_type=activation)))
+    x = zoo.calibration_data(name, n=2, seed=SEED % 1000)
+    artifact = _check(model, x, config, batch=1)
+    text = report_text(artifact)
+    if name != "fc_autoencoder":
+        assert "conv" in text or "pointwise" in text
+
+
+def test_mobilenet_does_not_fit_sim_small():
+    model = load_model(str(zoo.build("mobilenet_v1_025", "qop_channel")))
+    with pytest.raises(accel.DoesNotFitError, match="pbuf"):
+        compile_model(model, SIM_SMALL)
+
+
+# -- hand-built QLinearConv models --------------------------------------------------------------
+
+def _qconv_model(cin, h, w, cout, kernel, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=1,
+                 seed=0, pool=None, add=False, gap=False):
+    rng = np.random.default_rng(seed)
+    kh, kw = kernel
+    weight = rng.integers(-127, 128, (cout, cin // group, kh, kw)).astype(np.int8)
+    bias = rng.integers(-2000, 2000, cout).astype(np.int32)
+    inits = [numpy_helper.from_array(v, n) for n, v in [
+        ("xs", np.array(0.05, np.float32)), ("xz", np.array(3, np.int8)), ("ws", np.array(0.01, np.float32)),
+        ("wz", np.array(0, np.int8)), ("ys", np.array(0.2, np.float32)), ("yz", np.array(-5, np.int8)),
+        ("w", weight), ("b", bias), ("zs", np.array(0.15, np.float32)), ("zz", np.array(2, np.int8))]]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
+             helper.make_node("QLinearConv", ["xq", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["yq"],
+                              strides=list(strides), pads=list(pads), dilations=list(dilations), group=group)]
+    out = "yq"
+    if pool:
+        nodes.append(helper.make_node("MaxPool", [out], ["pq"], **pool))
+        out = "pq"
+    if add:
+        nodes.append(helper.make_node("QLinearAdd", [out, "ys", "yz", out, "ys", "yz", "zs", "zz"], ["aq"],
+                                      domain="com.microsoft"))
+        out = "aq"
+    if gap:
+        nodes.append(helper.make_node("QLinearGlobalAveragePool", [out, "zs" if add else "ys", "zz" if add else "yz",
+                                                                   "zs", "zz"], ["gq"], domain="com.microsoft"))
+        out = "gq"
+    scale, zp = ("zs", "zz") if (add or gap) else ("ys", "yz")
+    nodes.append(helper.make_node("DequantizeLinear", [out, scale, zp], ["y"]))
+    graph = helper.make_graph(nodes, "qconv", [helper.make_tensor_value_info("x", TensorProto.FLOAT, [1, cin, h, w])],
+                              [helper.make_tensor_value_info("y", TensorProto.FLOAT, None)], inits)
+    model = helper.make_model(graph, opset_imports=[helper.make_opsetid("", 17), helper.make_opsetid("com.microsoft", 1)])
+    model.ir_version = 8
+    session = ort.InferenceSession(model.SerializeToString(), providers=["CPUExecutionProvider"])
+    y = session.run(None, {"x": np.zeros((1, cin, h, w), np.float32)})[0]
+    model.graph.output[0].CopyFrom(helper.make_tensor_value_info("y", TensorProto.FLOAT, list(y.shape)))
+    return model
+
+
+def _run_hand_built(onnx_model, config=SIM_SMALL, n=2, seed=0):
+    data = onnx_model.SerializeToString()
+    model = load_model(data) if not isinstance(data, str) else load_model(data)
+    shape = [d.dim_value for d in onnx_model.graph.input[0].type.tensor_type.shape.dim]
+    x = np.random.default_rng(seed).normal(0, 3, (n, *shape)).astype(np.float32)  # N inferences of [1, C, H, W]
+    artifact = compile_model(model, config, batch=n)
+    emu = accel.open_device("emu").load(artifact).run(x)
+    golden = accel.open_device("golden").load(model).run(x)
+    assert np.array_equal(golden.reshape(n, -1), _ort(data, x.reshape(n * shape[0], *shape[1:])).reshape(n, -1)), \
+        "golden != onnxruntime"
+    assert np.array_equal(emu, golden), "emulator != golden"
+    return artifact
+
+
+# Output maps must be single-channel (host reads row-major) or pooled, so each case ends in a GAP.
+GEOMETRIES = [
+    dict(cin=1, h=9, w=7, cout=5, kernel=(3, 3)),
+    dict(cin=3, h=8, w=8, cout=6, kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1)),
+    dict(cin=5, h=10, w=9, cout=7, kernel=(3, 2), strides=(2, 1), pads=(0, 2, 1, 0)),
+    dict(cin=6, h=11, w=12, cout=9, kernel=(3, 3), dilations=(2, 3), pads=(2, 1, 2, 3)),
+    dict(cin=1, h=49, w=10, cout=8, kernel=(10, 4), strides=(2, 2), pads=(4, 1, 5, 1)),
+    dict(cin=8, h=7, w=7, cout=8, kernel=(3, 3), pads=(1, 1, 1, 1), group=8),
+    dict(cin=12, h=6, w=6, cout=12, kernel=(3, 3), strides=(2, 2), pads=(1, 1, 1, 1), group=12),
+    dict(cin=8, h=6, w=5, cout=16, kernel=(3, 3), pads=(1, 1, 1, 1), group=2),
+    dict(cin=6, h=6, w=5, cout=9, kernel=(1, 3), pads=(0, 1, 0, 1), group=3),
+    dict(cin=10, h=5, w=5, cout=6, kernel=(1, 1)),
+]
+
+
+@pytest.mark.parametrize("geometry", GEOMETRIES, ids=lambda g: "-".join(f"{k}{v}" for k, v in g.items()))
+def test_conv_geometry_sweep(geometry):
+    print("seed", SEED)
+    cin = geometry["cin"]
+    model = _qconv_model(**geometry, gap=True, seed=SEED)
+    if cin > 1:
+        pass  # inputs with several channels go through the on-array layout transpose
+    _run_hand_built(model, seed=SEED)
+
+
+def test_single_channel_feature_map_output():
+    _run_hand_built(_qconv_model(1, 8, 6, 1, (3, 3), pads=(1, 1, 1, 1)), seed=SEED)
+
+
+@pytest.mark.parametrize("pool", [
+    dict(kernel_shape=[2, 2], strides=[2, 2]),
+    dict(kernel_shape=[3, 3], strides=[2, 2], pads=[1, 1, 1, 1]),
+    dict(kernel_shape=[3, 3], strides=[2, 2], ceil_mode=1),
+    dict(kernel_shape=[2, 3], strides=[1, 2], pads=[0, 1, 1, 0], dilations=[2, 1]),
+])
+def test_maxpool_programs(pool):
+    _run_hand_built(_qconv_model(3, 9, 9, 5, (3, 3), pool=pool, gap=True, seed=SEED), seed=SEED)
+
+
+def test_add_and_gap_programs():
+    artifact = _run_hand_built(_qconv_model(3, 8, 8, 6, (3, 3), pads=(1, 1, 1, 1), add=True, gap=True, seed=SEED),
+                               seed=SEED)
+    kinds = [layer["kind"] for layer in artifact.layers]
+    assert kinds == ["conv", "add", "gap"]  # the host transposes the NCHW input
+    assert "add" in report_text(artifact)
+
+
+def test_layer_kinds_in_report():
+    model = load_model(str(zoo.build("ds_cnn", "qdq_channel")))
+    artifact = compile_model(model, SIM_SMALL)
+    kinds = {layer["kind"] for layer in artifact.layers}
+    assert {"conv", "depthwise", "pointwise", "gap", "fc"} <= kinds
+    for layer in artifact.layers:
+        if layer["kind"] == "depthwise":
+            assert layer["utilization"] < 0.5  # block-diagonal weights: honest, low
+    text = report_text(artifact)
+    assert "depthwise" in text and "pointwise" in text
+
+
+# -- errors ---------------------------------------------------------------------------------------
+
+def test_kernel_beyond_setconv_field_is_a_compile_error():
+    model = load_model(_qconv_model(1, 40, 8, 2, (32, 3), gap=True).SerializeToString())
+    with pytest.raises(CompileError, match=r"node .*kernel height 32 is outside the SETCONV field kh"):
+        compile_model(model, SIM_SMALL)
+
+
+def test_stride_beyond_setconv_field_is_a_compile_error():
+    model = load_model(_qconv_model(1, 40, 40, 2, (3, 3), strides=(16, 1), gap=True).SerializeToString())
+    with pytest.raises(CompileError, match="stride .* outside the SETCONV field stride_y"):
+        compile_model(model, SIM_SMALL)
+
+
+def test_average_pool_is_a_compile_error():
+    model = _qconv_model(3, 8, 8, 4, (3, 3), gap=False)
+    graph = model.graph
+    dq = graph.node[-1]
+    graph.node.insert(len(graph.node) - 1, helper.make_node(
+        "QLinearAveragePool", ["yq", "ys", "yz", "ys", "yz"], ["apq"], domain="com.microsoft", kernel_shape=[2, 2],
+        strides=[2, 2]))
+    dq.input[0] = "apq"
+    with pytest.raises(CompileError, match="rounds the window sum in float32"):
+        compile_model(load_model(model.SerializeToString()), SIM_SMALL)
+
+
+def test_multi_channel_feature_map_output_is_a_compile_error():
+    with pytest.raises(CompileError, match="feature map with several channels"):
+        compile_model(load_model(_qconv_model(3, 8, 8, 4, (3, 3)).SerializeToString()), SIM_SMALL)
