@@ -29,7 +29,7 @@ __all__ = [
     "requantize",
     "requantize_integer",
     "qlinear_add",
-    "qlinear_add_integer",
+    "qlinear_add_integer", "qlinear_add_params", "qlinear_add_lanes",
     "qlinear_global_avgpool",
     "qlinear_avgpool",
     "requantize_linear",
@@ -585,40 +585,71 @@ def _fma_round_f32_integer(x, xm, xe, am, ae):
     return np.where(total < 0, -m, m), e
 
 
-def qlinear_add_integer(a, a_scale, a_zp, b, b_scale, b_zp, c_scale, c_zp, dtype, clamp=None, *,
-                        qdq_s8_to_u8=False) -> np.ndarray:
-    """Compute :func:`qlinear_add` with integer-only arithmetic per element, as hardware will.
+def qlinear_add_params(a_scale, a_zp, b_scale, b_zp, c_scale, c_zp, dtype, *, qdq_s8_to_u8=False,
+                       swap=False) -> dict:
+    """Return the per-layer QLinearAdd constants (the fields of ``isa.AddParams``) as ORT derives them.
 
-    The per-layer constants ``rx``, ``ry`` (float32 scale ratios) and
-    ``fixed`` are computed once in float32 by the compiler, exactly as ORT
-    does, and handed to the datapath as (mantissa, exponent) pairs.  Per
-    element the datapath evaluates two float32 fused multiply-adds of an
-    8-bit integer by a 24-bit mantissa with integer logic
-    (see ``docs/numerics.md``): ``inner = fma(Y, ry, fixed)``,
-    ``v = fma(X, rx, inner)``, then rounds ``v`` half-even to an integer;
-    ``|v| >= 2**31`` gives the type minimum like CVTPS2DQ, anything else
-    saturates.  Bit-identical to :func:`qlinear_add`, including
-    ``qdq_s8_to_u8``.
+    ``rx``, ``ry`` and ``fixed`` are computed in float32 exactly as ORT does and returned as
+    ``(mantissa, exponent)`` pairs. ``swap`` is ORT's operand swap (``a`` is the broadcast
+    scalar input): the kernel's X is then ``b``. With ``qdq_s8_to_u8`` (int8 only) the
+    kernel runs in uint8 on codes ``+128``.
     """
-    X, rx, zx, Y, ry, zy, zc, kernel_dt, shift, dt, lo, hi = _qlinear_add_operands(
-        a, a_scale, a_zp, b, b_scale, b_zp, c_scale, c_zp, dtype, clamp, qdq_s8_to_u8)
-    # per-layer constants (compile time, float32 like ORT)
+    dt = _quant_dtype(dtype)
+    codes = np.zeros(2, dt)  # equal shapes: ORT does not swap
+    _, rx, zx, _, ry, zy, zc, kernel_dt, shift, *_ = _qlinear_add_operands(
+        codes, a_scale, a_zp, codes, b_scale, b_zp, c_scale, c_zp, dt, None, qdq_s8_to_u8)
+    if swap:
+        rx, zx, ry, zy = ry, zy, rx, zx
+    return _add_params(rx, zx, ry, zy, zc, kernel_dt, shift)
+
+
+def _add_params(rx, zx, ry, zy, zc, kernel_dt, shift) -> dict:
     fixed = _qlinear_add_fixed(rx, zx, ry, zy, zc)
-    rxm, rxe = _float32_parts(rx)
-    rym, rye = _float32_parts(ry)
-    fm, fe = _float32_parts(fixed)
-    # per element: integer only
-    X, Y = np.broadcast_arrays(X, Y)
-    im, ie = _fma_round_f32_integer(Y, rym, rye, fm, fe)
-    vm, ve = _fma_round_f32_integer(X, rxm, rxe, im, ie)
+    (rxm, rxe), (rym, rye), (fm, fe) = ((int(m), int(e)) for m, e in map(_float32_parts, (rx, ry, fixed)))
+    return {"rx_mant": rxm, "rx_exp": rxe, "ry_mant": rym, "ry_exp": rye, "fixed_mant": fm, "fixed_exp": fe,
+            "shift": int(shift), "kernel_signed": int(np.dtype(kernel_dt) == np.int8)}
+
+
+def qlinear_add_lanes(x, y, params: dict, lo: int, hi: int) -> np.ndarray:
+    """Add byte lanes with integer-only arithmetic, driven by :func:`qlinear_add_params` constants.
+
+    ``x`` and ``y`` are the stored codes of the kernel's X and Y operands (int64 arrays).
+    ``X = x + shift``, ``Y = y + shift``, ``inner = fma32(Y, ry, fixed)``,
+    ``v = fma32(X, rx, inner)`` (two float32 fused multiply-adds of an 8-bit integer by a
+    24-bit mantissa, in integer logic, see ``docs/numerics.md``), ``q = rne(v)``:
+    ``|v| >= 2**31`` gives the kernel type's minimum like CVTPS2DQ, anything else saturates
+    to the kernel type (uint8 when ``shift`` is set or not ``kernel_signed``); then
+    ``clamp(q - shift, lo, hi)``.
+    """
+    shift = params["shift"]
+    X, Y = np.asarray(x, np.int64) + shift, np.asarray(y, np.int64) + shift
+    im, ie = _fma_round_f32_integer(Y, params["ry_mant"], params["ry_exp"], params["fixed_mant"], params["fixed_exp"])
+    vm, ve = _fma_round_f32_integer(X, params["rx_mant"], params["rx_exp"], im, ie)
     mag = np.abs(vm)
     too_big = (mag != 0) & (ve + _bit_length(mag) > 31)  # |v| >= 2**31: CVTPS2DQ gives INT32_MIN
     q = np.where(ve >= 0, np.left_shift(mag, np.clip(ve, 0, 8)),  # >= 2**23 here: saturates below
                  _shift_right_rne(mag, np.clip(-ve, 0, 63)))
     q = np.where(vm < 0, -q, q)
-    info = np.iinfo(kernel_dt)
+    info = np.iinfo(np.int8 if params["kernel_signed"] and not shift else np.uint8)
     q = np.where(too_big, info.min, np.clip(q, info.min, info.max)) - shift
-    return np.clip(q, lo, hi).astype(dt)
+    return np.clip(q, lo, hi)
+
+
+def qlinear_add_integer(a, a_scale, a_zp, b, b_scale, b_zp, c_scale, c_zp, dtype, clamp=None, *,
+                        qdq_s8_to_u8=False) -> np.ndarray:
+    """Compute :func:`qlinear_add` with integer-only arithmetic per element, as hardware will.
+
+    The per-layer constants ``rx``, ``ry`` (float32 scale ratios) and ``fixed`` are
+    computed once in float32 exactly as ORT does (:func:`qlinear_add_params`) and handed to
+    the datapath as (mantissa, exponent) pairs; per element :func:`qlinear_add_lanes`
+    evaluates the two fused multiply-adds with integer logic. Bit-identical to
+    :func:`qlinear_add`, including ``qdq_s8_to_u8``.
+    """
+    X, rx, zx, Y, ry, zy, zc, kernel_dt, shift, dt, lo, hi = _qlinear_add_operands(
+        a, a_scale, a_zp, b, b_scale, b_zp, c_scale, c_zp, dtype, clamp, qdq_s8_to_u8)
+    params = _add_params(rx, zx, ry, zy, zc, kernel_dt, shift)
+    X, Y = np.broadcast_arrays(X, Y)
+    return qlinear_add_lanes(X - shift, Y - shift, params, lo, hi).astype(dt)
 
 
 # --------------------------------------------------------------------------

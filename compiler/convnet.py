@@ -569,20 +569,16 @@ class FoldWeights(NetStage):
         aq, bq, rq = a["a_quant"], a["b_quant"], a["requant"]
         yq = a.get("y_quant") or g.tensors[node.outputs[0]].quant
         shape = g.tensors[node.inputs[0]].shape
-        zeros = np.zeros(shape, layer.x_dtype)
-        X, rx, zx, Y, ry, zy, zc, kernel_dt, shift, *_ = numerics._qlinear_add_operands(
-            zeros, aq.scale[0], aq.zero_point[0], zeros, bq.scale[0], bq.zero_point[0], yq.scale[0],
-            yq.zero_point[0], layer.x_dtype, (rq.lo, rq.hi), bool(a.get("qdq_s8_to_u8", False)))
-        # ORT's kernel takes X = b only when a is a broadcast scalar span (numerics._input0_is_span_scalar)
+        # ORT's kernel swaps its operands only for a broadcast scalar span; the shapes here are equal.
         layer.swap_operands = bool(numerics._input0_is_span_scalar(shape, shape))
-        fixed = numerics._qlinear_add_fixed(rx, zx, ry, zy, zc)
-        (rxm, rxe), (rym, rye), (fm, fe) = (numerics._float32_parts(v) for v in (rx, ry, fixed))
-        for mant, name in ((rxm, "a_scale / y_scale"), (rym, "b_scale / y_scale")):
-            if not (1 << 23) <= int(mant) < 1 << 24:
+        params = numerics.qlinear_add_params(aq.scale[0], aq.zero_point[0], bq.scale[0], bq.zero_point[0],
+                                             yq.scale[0], yq.zero_point[0], layer.x_dtype,
+                                             qdq_s8_to_u8=bool(a.get("qdq_s8_to_u8", False)),
+                                             swap=layer.swap_operands)
+        for mant, name in ((params["rx_mant"], "a_scale / y_scale"), (params["ry_mant"], "b_scale / y_scale")):
+            if not (1 << 23) <= mant < 1 << 24:
                 raise CompileError(f"{_where(program, node)}: the scale ratio {name} is zero or subnormal")
-        layer.add_words = isa.add_params(rx_mant=int(rxm), rx_exp=int(rxe), ry_mant=int(rym), ry_exp=int(rye),
-                                         fixed_mant=int(fm), fixed_exp=int(fe), shift=int(shift),
-                                         kernel_signed=int(np.dtype(kernel_dt) == np.int8))
+        layer.add_words = isa.add_params(**params)
         layer.macs = 0
 
 

@@ -266,7 +266,7 @@ class EmulatorTarget(Target):
             reads = vector_reads(insn.vop, count, c_chunks)
         else:  # ADD
             a_idx, b_idx = insn.a_addr + m * insn.a_stride, insn.w_addr + m * insn.b_stride
-            y = _qlinear_add_lanes(words(a_idx), words(b_idx), self._add_params(pc, insn.p_addr),
+            y = numerics.qlinear_add_lanes(words(a_idx), words(b_idx), self._add_params(pc, insn.p_addr),
                                    insn.y_lo, insn.y_hi)
             y_idx, read = insn.y_addr + m * insn.y_stride, np.concatenate([a_idx, b_idx])
             reads = vector_reads(insn.vop, count)
@@ -374,26 +374,6 @@ class _Geometry(NamedTuple):
         ix = ox[:, None] * self.stride_x + kx[None, :] * self.dil_x - self.pad_l
         valid = (iy >= 0) & (iy < self.in_h) & (ix >= 0) & (ix < self.in_w)
         return insn.a_addr + (iy * self.in_w + ix) * insn.a_stride + cc[None, :], valid
-
-
-def _qlinear_add_lanes(a: np.ndarray, b: np.ndarray, p: dict, lo: int, hi: int) -> np.ndarray:
-    """Return onnxruntime's QLinearAdd of byte lanes ``a`` (X) and ``b`` (Y) driven by ``AddParams`` fields ``p``.
-
-    Integer recipe of :func:`accel.numerics.qlinear_add_integer`: ``X = a + shift``,
-    ``Y = b + shift``, ``inner = fma32(Y, ry, fixed)``, ``v = fma32(X, rx, inner)``, ``q =
-    rne(v)`` (``|v| >= 2**31`` gives the kernel type's minimum, else saturate), ``clamp(q - shift)``.
-    """
-    # TODO: numerics should expose this per-lane kernel so the emulator need not reach into its helpers.
-    X, Y = a + p["shift"], b + p["shift"]
-    im, ie = numerics._fma_round_f32_integer(Y, p["ry_mant"], p["ry_exp"], p["fixed_mant"], p["fixed_exp"])
-    vm, ve = numerics._fma_round_f32_integer(X, p["rx_mant"], p["rx_exp"], im, ie)
-    mag = np.abs(vm)
-    too_big = (mag != 0) & (ve + numerics._bit_length(mag) > 31)
-    q = np.where(ve >= 0, np.left_shift(mag, np.clip(ve, 0, 8)), numerics._shift_right_rne(mag, np.clip(-ve, 0, 63)))
-    q = np.where(vm < 0, -q, q)
-    info = np.iinfo(np.int8 if p["kernel_signed"] and not p["shift"] else np.uint8)
-    q = np.where(too_big, info.min, np.clip(q, info.min, info.max)) - p["shift"]
-    return np.clip(q, lo, hi)
 
 
 class _Result(NamedTuple):
