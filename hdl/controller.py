@@ -1,4 +1,4 @@
-"""Fetch, decode and execute the program: the MATMUL sequencer, accumulation and write-back.
+"""Fetch, decode and execute the program: the MATMUL sequencer (with im2col), accumulation and write-back.
 
 :class:`Controller` runs a program from IMEM when started and keeps the systolic array
 busy. Its parts work concurrently and hand work to each other in instruction order:
@@ -6,7 +6,9 @@ busy. Its parts work concurrently and hand work to each other in instruction ord
 * **front**: fetches an instruction, decodes it through a view of :class:`accel.isa.Insn`
   and dispatches a ``MATMUL`` to the weight and input sequencers and to the back end (an
   instruction *context*); ``SYNC`` and ``HALT`` wait until everything before them is
-  written back;
+  written back; ``SETCONV`` loads the geometry registers (a view of
+  :class:`accel.isa.ConvGeometry`); a ``VECTOR`` waits like ``SYNC``, then starts the
+  :class:`~accel.hdl.vector.VectorUnit` (``vec_start``) and waits until it is done;
 * **weight sequencer**: streams the ``k_tiles * rows`` consecutive WBUF words of an
   instruction into the array's ``load`` port. The array's shadow tile lets it load tile
   ``kt + 1`` while tile ``kt`` streams;
@@ -14,7 +16,12 @@ busy. Its parts work concurrently and hand work to each other in instruction ord
   parameter banks (one per context);
 * **input sequencer**: streams ``count`` ABUF rows per tile into the array's ``x`` port,
   sign- or zero-extended to 9 bits, ``first`` on row 0 of each tile, tagged
-  ``{m, first_tile, last_tile}``;
+  ``{m, first_tile, last_tile}``. With ``conv = 1`` the rows come from the im2col
+  address generator: a per-tile base (kernel tap ``(ky, kx)`` and channel chunk ``cc``,
+  ``cc`` fastest) plus a per-row pixel offset, both kept with adders only (``ox`` wraps
+  at ``out_w`` into the next output row); a row whose input pixel is outside the image
+  streams ``x_pad`` bytes instead. The products (strides and dilations times ``in_w`` and
+  ``a_stride``) are computed once per instruction in two register stages (``PREP``);
 * **accumulate stage**: adds each output row to ``ACC[acc_addr + m]`` (unless it is of the
   first tile) and writes it back (unless it is of the last tile); last-tile rows go to the
   requantizer with their instruction's parameters;
@@ -33,7 +40,14 @@ array latency ``R + C + 1``, requantizer latency 8):
   the previous instruction's last tile streams, and its fetch and parameter load overlap
   too. Only two instructions can be in flight, so an instruction that streams for fewer
   cycles than the drain (about ``R + C + 13``) can make the one after next wait;
-* ``SYNC`` waits for the full drain; ``NOP`` takes 2 cycles, a ``HALT``-only program 3.
+* ``SYNC`` waits for the full drain; ``NOP`` and ``SETCONV`` take 2 cycles, a
+  ``HALT``-only program 3;
+* a conv-mode ``MATMUL`` streams exactly like a plain one (one row per cycle, padding rows
+  included) and costs 2 more cycles (``PREP``) when nothing streams before it; after
+  another ``MATMUL`` the preparation overlaps, and it adds ``k_tiles * max(count, R + 1)``
+  as above. A 3x3 conv over 32x32x16 to 16 channels on 4x4 takes 147,487 cycles for
+  147,456 ideal (99.98%);
+* a ``VECTOR`` costs its drain wait plus the vector unit's time (``hdl/vector.py``).
 """
 
 from amaranth.hdl import Cat, Module, Mux, Signal, signed, unsigned
@@ -45,7 +59,7 @@ from .. import isa
 from ..config import HardwareConfig
 from .pe import X_WIDTH
 
-__all__ = ["Tag", "TAG_WIDTH", "Controller"]
+__all__ = ["Tag", "TAG_WIDTH", "Controller", "conv_constants", "requantizer_members"]
 
 _CONTEXTS = 2  # the code below assumes exactly two (one bit pointers)
 
@@ -74,8 +88,76 @@ class _Context(data.Struct):
     y_signed: unsigned(1)
 
 
+_COORD_BITS = 24  # signed input coordinates: (oy0 + count) * stride_y plus a tap offset
+
+
+def _conv_stream_layout(addr_bits):
+    """Return the layout of the constants one conv-mode MATMUL streams with."""
+    return data.StructLayout({
+        "in_h": 12, "in_w": 12, "out_w": 12, "kw": 5, "c_chunks": 8, "pad": 8,
+        "stride_x": 4, "stride_y": 4, "dil_x": 4, "dil_y": 4,
+        "kx_back": 9,                            # (kw - 1) * dil_x
+        "ox0": 12, "ys0": _COORD_BITS - 1, "xs0": _COORD_BITS - 1,
+        "pix0": addr_bits, "pix_row0": addr_bits,  # pixel offsets of (oy0, ox0) and (oy0, 0)
+        "step_x": addr_bits,                     # stride_x * a_stride
+        "step_y": addr_bits,                     # stride_y * in_w * a_stride
+        "tap_x": addr_bits,                      # next kx: dil_x * a_stride - (c_chunks - 1)
+        "tap_y": addr_bits,                      # next ky: dil_y*in_w*a_stride - kx_back*a_stride - (c_chunks - 1)
+    })
+
+
+def conv_constants(m, geometry, insn, addr_bits):
+    """Build the address constants of a conv or pool instruction in two register stages; return them by name.
+
+    ``geometry`` is a :class:`accel.isa.ConvGeometry` view, ``insn`` an :class:`accel.isa.Insn`
+    view; both must hold still for two cycles. First stage: ``step_x``
+    (``stride_x * a_stride``), ``inw_a`` (``in_w * a_stride``), ``dil_x_a``, ``ys0``
+    (``oy0 * stride_y``), ``xs0`` (``ox0 * stride_x``), ``kx_back`` (``(kw - 1) * dil_x``).
+    Second stage: ``step_y`` (``stride_y * in_w * a_stride``), ``dil_y_row``
+    (``dil_y * in_w * a_stride``), ``pix_row0`` (``ys0 * in_w * a_stride``), ``xs0_a``,
+    ``pad_off`` (``(pad_t * in_w + pad_l) * a_stride``), ``kx_back_a``. Addresses are
+    modulo ``2**addr_bits``.
+    """
+    g, A, coord = geometry, addr_bits, _COORD_BITS - 1
+    k = {name: Signal(width, name=f"k_{name}") for name, width in (
+        ("step_x", A), ("inw_a", A), ("dil_x_a", A), ("ys0", coord), ("xs0", coord), ("kx_back", 9),
+        ("step_y", A), ("dil_y_row", A), ("pix_row0", A), ("xs0_a", A), ("pad_off", A), ("kx_back_a", A))}
+    m.d.sync += [
+        k["step_x"].eq(g.stride_x * insn.a_stride),
+        k["inw_a"].eq(g.in_w * insn.a_stride),
+        k["dil_x_a"].eq(g.dil_x * insn.a_stride),
+        k["ys0"].eq(insn.oy0 * g.stride_y),
+        k["xs0"].eq(insn.ox0 * g.stride_x),
+        k["kx_back"].eq((g.kw - 1) * g.dil_x),
+        k["step_y"].eq(g.stride_y * k["inw_a"]),
+        k["dil_y_row"].eq(g.dil_y * k["inw_a"]),
+        k["pix_row0"].eq(k["ys0"] * k["inw_a"]),
+        k["xs0_a"].eq(k["xs0"] * insn.a_stride),
+        k["pad_off"].eq(g.pad_t * k["inw_a"] + g.pad_l * insn.a_stride),
+        k["kx_back_a"].eq(k["kx_back"] * insn.a_stride),
+    ]
+    return k
+
+
+def requantizer_members(config):
+    """Return the signature members of a user of the :class:`Requantizer`: ``rq_i``, ``rq_o``, its parameters."""
+    return {
+        "rq_i": Out(stream.Signature(data.StructLayout({
+            "acc": data.ArrayLayout(signed(config.acc_width), config.cols), "tag": unsigned(TAG_WIDTH)}),
+            always_ready=True)),
+        "rq_o": In(stream.Signature(data.StructLayout({
+            "data": data.ArrayLayout(unsigned(8), config.cols), "tag": unsigned(TAG_WIDTH)}),
+            always_ready=True)),
+        "params": Out(data.ArrayLayout(isa.ParamWord, config.cols)),
+        "y_zp": Out(signed(9)),
+        "y_lo": Out(signed(9)),
+        "y_hi": Out(signed(9)),
+        "y_signed": Out(1),
+    }
+
+
 class Controller(wiring.Component):
-    """Execute a program from IMEM: ``NOP``, ``MATMUL``, ``SYNC`` and ``HALT`` per ``docs/isa.md``.
+    """Execute a program from IMEM per ``docs/isa.md``: ``NOP``, ``MATMUL``, ``SYNC``, ``HALT``, ``SETCONV``, ``VECTOR``.
 
     ``start`` runs the program from PC 0; ``busy`` is high from the cycle after ``start``
     until ``HALT`` has waited for every result to be written, and ``halted`` pulses in the
@@ -118,6 +200,14 @@ class Controller(wiring.Component):
     y_zp, y_lo, y_hi : ``Out(signed(9))``
     y_signed : ``Out(1)``
         The parameters of the row on ``rq_i``.
+    geometry : ``Out(isa.ConvGeometry)``
+        The geometry registers (last ``SETCONV``).
+    vec_insn : ``Out(isa.Insn)``
+        The ``VECTOR`` instruction, valid while ``vec_start`` is high.
+    vec_start : ``Out(1)``
+        Start the vector unit (one cycle, once earlier results are written).
+    vec_busy : ``In(1)``
+        The vector unit is running (from the cycle after ``vec_start``).
     """
 
     def __init__(self, config: HardwareConfig):
@@ -153,16 +243,11 @@ class Controller(wiring.Component):
             }))),
             "y": In(stream.Signature(data.StructLayout({
                 "data": acc_row, "tag": unsigned(TAG_WIDTH)}), always_ready=True)),
-            "rq_i": Out(stream.Signature(data.StructLayout({
-                "acc": acc_row, "tag": unsigned(TAG_WIDTH)}), always_ready=True)),
-            "rq_o": In(stream.Signature(data.StructLayout({
-                "data": data.ArrayLayout(unsigned(8), c.cols), "tag": unsigned(TAG_WIDTH)}),
-                always_ready=True)),
-            "params": Out(data.ArrayLayout(isa.ParamWord, c.cols)),
-            "y_zp": Out(signed(9)),
-            "y_lo": Out(signed(9)),
-            "y_hi": Out(signed(9)),
-            "y_signed": Out(1),
+            **requantizer_members(c),
+            "geometry": Out(isa.ConvGeometry),
+            "vec_insn": Out(isa.Insn),
+            "vec_start": Out(1),
+            "vec_busy": In(1),
         })
 
     @property
@@ -237,15 +322,72 @@ class Controller(wiring.Component):
             x_last_row.eq(x_m == x_count - 1),
             x_last_tile.eq(x_kt == x_k_tiles - 1),
             x_finishing.eq(x_issue & x_last_row & x_last_tile),
-            self.abuf_r.addr.eq(x_row_addr),
             self.abuf_r.en.eq(x_issue),
             self.x.valid.eq(x_dv),
             self.x.payload.first.eq(x_first),
             self.x.payload.tag.eq(x_tag),
         ]
+        # Conv mode (hardware im2col): the row address is the tile's base (kernel tap and
+        # channel chunk) plus the output pixel's offset, both kept incrementally; rows whose
+        # input pixel lies outside the image read as x_pad bytes.
+        A = c.abuf.addr_bits
+        geom = Signal(isa.ConvGeometry)        # the geometry registers (SETCONV)
+        x_conv = Signal()
+        xc = Signal(_conv_stream_layout(A))               # constants of the conv MATMUL streaming
+        xc_base = Signal(A)                    # a_addr + cc + (tap_dy*in_w + tap_dx)*a_stride
+        xc_tap_dy = Signal(signed(_COORD_BITS))  # ky*dil_y - pad_t
+        xc_tap_dx = Signal(signed(_COORD_BITS))  # kx*dil_x - pad_l
+        xc_cc = Signal(8)
+        xc_kx = Signal(5)
+        xc_ox = Signal(12)
+        xc_ys = Signal(unsigned(_COORD_BITS - 1))  # oy*stride_y
+        xc_xs = Signal(unsigned(_COORD_BITS - 1))  # ox*stride_x
+        xc_pix = Signal(A)                     # (oy*stride_y*in_w + ox*stride_x)*a_stride
+        xc_pix_row = Signal(A)                 # the same at ox = 0
+        xc_iy = Signal(signed(_COORD_BITS))
+        xc_ix = Signal(signed(_COORD_BITS))
+        xc_inside = Signal()
+        x_row_pad = Signal()
+        m.d.comb += [
+            xc_iy.eq(xc_ys + xc_tap_dy),
+            xc_ix.eq(xc_xs + xc_tap_dx),
+            xc_inside.eq((xc_iy >= 0) & (xc_iy < xc.in_h) & (xc_ix >= 0) & (xc_ix < xc.in_w)),
+        ]
+        m.d.comb += self.abuf_r.addr.eq(Mux(x_conv, xc_base + xc_pix, x_row_addr))
         for r in range(rows):
-            byte = self.abuf_r.data[8 * r:8 * r + 8]
+            byte = Mux(x_row_pad, xc.pad, self.abuf_r.data[8 * r:8 * r + 8])
             m.d.comb += self.x.payload.data[r].eq(Cat(byte, byte[7] & x_row_signed))
+        with m.If(x_issue):
+            m.d.sync += x_row_pad.eq(x_conv & ~xc_inside)
+            with m.If(x_last_row):
+                m.d.sync += [
+                    xc_ox.eq(xc.ox0), xc_ys.eq(xc.ys0), xc_xs.eq(xc.xs0),
+                    xc_pix.eq(xc.pix0), xc_pix_row.eq(xc.pix_row0),
+                ]
+                with m.If(xc_cc == xc.c_chunks - 1):
+                    m.d.sync += xc_cc.eq(0)
+                    with m.If(xc_kx == xc.kw - 1):
+                        m.d.sync += [
+                            xc_kx.eq(0),
+                            xc_base.eq(xc_base + xc.tap_y),
+                            xc_tap_dy.eq(xc_tap_dy + xc.dil_y),
+                            xc_tap_dx.eq(xc_tap_dx - xc.kx_back),
+                        ]
+                    with m.Else():
+                        m.d.sync += [
+                            xc_kx.eq(xc_kx + 1),
+                            xc_base.eq(xc_base + xc.tap_x),
+                            xc_tap_dx.eq(xc_tap_dx + xc.dil_x),
+                        ]
+                with m.Else():
+                    m.d.sync += [xc_cc.eq(xc_cc + 1), xc_base.eq(xc_base + 1)]
+            with m.Elif(xc_ox == xc.out_w - 1):
+                m.d.sync += [
+                    xc_ox.eq(0), xc_ys.eq(xc_ys + xc.stride_y), xc_xs.eq(0),
+                    xc_pix_row.eq(xc_pix_row + xc.step_y), xc_pix.eq(xc_pix_row + xc.step_y),
+                ]
+            with m.Else():
+                m.d.sync += [xc_ox.eq(xc_ox + 1), xc_xs.eq(xc_xs + xc.stride_x), xc_pix.eq(xc_pix + xc.step_x)]
         with m.If(x_issue):
             m.d.sync += [
                 x_dv.eq(1),
@@ -289,8 +431,25 @@ class Controller(wiring.Component):
                     m.d.sync += bank.as_value().eq(
                         Cat(bank.as_value()[isa.PARAM_BITS:], self.pbuf.data))
 
+        # -- conv preparation: the per-instruction constants, two register stages ---------
+        # Computed every cycle from the decoded instruction (held in imem.data) and the
+        # geometry registers; PREP waits for them. The multipliers are outside the per-row
+        # path: streaming only adds and compares.
+        g = geom
+        k = conv_constants(m, g, insn, A)
+        p3_tap_x, p3_tap_y, p3_pix0, p3_base0 = (
+            Signal(A, name=f"p3_{n}") for n in ("tap_x", "tap_y", "pix0", "base0"))
+        m.d.sync += [
+            p3_tap_x.eq(k["dil_x_a"] - (g.c_chunks - 1)),
+            p3_tap_y.eq(k["dil_y_row"] - k["kx_back_a"] - (g.c_chunks - 1)),
+            p3_pix0.eq(k["pix_row0"] + k["xs0_a"]),
+            p3_base0.eq(insn.a_addr - k["pad_off"]),
+        ]
+        m.d.comb += [self.geometry.eq(geom), self.vec_insn.eq(self.imem.data)]
+
         # -- front: fetch, decode, dispatch ------------------------------------------------
         pc = Signal(c.imem.addr_bits)
+        prep = Signal(1)
         w_sent = Signal()
         x_sent = Signal()
         pushed = Signal()
@@ -317,8 +476,16 @@ class Controller(wiring.Component):
                         with m.If((insn.count == 0) | (insn.k_tiles == 0)):
                             m.d.sync += pc.eq(pc + 1)
                             m.next = "FETCH"
+                        with m.Elif(insn.conv):
+                            m.d.sync += prep.eq(0)
+                            m.next = "PREP"
                         with m.Else():
                             m.next = "MATMUL"
+                    with m.Case(isa.Opcode.SETCONV):
+                        m.d.sync += [geom.eq(self.imem.data), pc.eq(pc + 1)]
+                        m.next = "FETCH"
+                    with m.Case(isa.Opcode.VECTOR):
+                        m.next = "VECTOR"
                     with m.Case(isa.Opcode.SYNC):
                         m.next = "SYNC"
                     with m.Case(isa.Opcode.HALT):
@@ -326,6 +493,11 @@ class Controller(wiring.Component):
                     with m.Default():
                         m.d.sync += pc.eq(pc + 1)
                         m.next = "FETCH"
+
+            with m.State("PREP"):
+                m.d.sync += prep.eq(1)
+                with m.If(prep):
+                    m.next = "MATMUL"
 
             with m.State("MATMUL"):
                 w_go = Signal()
@@ -369,8 +541,32 @@ class Controller(wiring.Component):
                         x_m.eq(0), x_kt.eq(0),
                         x_count.eq(insn.count), x_k_tiles.eq(insn.k_tiles),
                         x_stride.eq(insn.a_stride), x_signed.eq(insn.x_signed),
+                        x_conv.eq(insn.conv),
+                        xc.in_h.eq(g.in_h), xc.in_w.eq(g.in_w), xc.out_w.eq(g.out_w), xc.kw.eq(g.kw),
+                        xc.c_chunks.eq(g.c_chunks), xc.pad.eq(g.x_pad[:8]),
+                        xc.stride_x.eq(g.stride_x), xc.stride_y.eq(g.stride_y),
+                        xc.dil_x.eq(g.dil_x), xc.dil_y.eq(g.dil_y), xc.kx_back.eq(k["kx_back"]),
+                        xc.ox0.eq(insn.ox0), xc.ys0.eq(k["ys0"]), xc.xs0.eq(k["xs0"]),
+                        xc.pix0.eq(p3_pix0), xc.pix_row0.eq(k["pix_row0"]),
+                        xc.step_x.eq(k["step_x"]), xc.step_y.eq(k["step_y"]),
+                        xc.tap_x.eq(p3_tap_x), xc.tap_y.eq(p3_tap_y),
+                        xc_base.eq(p3_base0), xc_tap_dy.eq(-g.pad_t), xc_tap_dx.eq(-g.pad_l),
+                        xc_cc.eq(0), xc_kx.eq(0), xc_ox.eq(insn.ox0), xc_ys.eq(k["ys0"]), xc_xs.eq(k["xs0"]),
+                        xc_pix.eq(p3_pix0), xc_pix_row.eq(k["pix_row0"]),
                     ]
                 with m.If((w_sent | w_go) & (x_sent | x_go)):
+                    m.d.sync += pc.eq(pc + 1)
+                    m.next = "FETCH"
+
+            with m.State("VECTOR"):
+                # A VECTOR implies a SYNC, then owns the ABUF and PBUF ports and the
+                # requantizer until it is done.
+                with m.If(drained):
+                    m.d.comb += self.vec_start.eq(1)
+                    m.next = "VECTOR_RUN"
+
+            with m.State("VECTOR_RUN"):
+                with m.If(~self.vec_busy):
                     m.d.sync += pc.eq(pc + 1)
                     m.next = "FETCH"
 

@@ -1,6 +1,6 @@
-"""Assemble the accelerator: memories, host interface, controller, systolic array and requantizer."""
+"""Assemble the accelerator: memories, host interface, controller, systolic array, requantizer and vector unit."""
 
-from amaranth.hdl import Module, Signal, unsigned
+from amaranth.hdl import Module, Mux, Signal, unsigned
 from amaranth.lib import memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -10,6 +10,7 @@ from .controller import TAG_WIDTH, Controller
 from .hostif import HostInterface, memory_word_bits
 from .requant import Requantizer
 from .systolic import SystolicArray
+from .vector import VectorUnit
 
 __all__ = ["AcceleratorCore"]
 
@@ -20,7 +21,9 @@ class AcceleratorCore(wiring.Component):
     The five memories of ``docs/isa.md`` are :class:`amaranth.lib.memory.Memory` instances
     (``imem``, ``wbuf``, ``abuf``, ``pbuf``, ``accbuf``), each with one synchronous read port
     and one write port. The controller owns every port while it is busy; the host interface
-    owns them otherwise (it issues no memory access while a ``RUN`` is in progress). The ACC
+    owns them otherwise (it issues no memory access while a ``RUN`` is in progress). While
+    a ``VECTOR`` runs, the :class:`VectorUnit` takes the ABUF ports, the PBUF read port and
+    the requantizer (the controller has drained, so both never drive them at once). The ACC
     read port is transparent to the ACC write port for the controller's read-add-write.
 
     Members
@@ -64,14 +67,24 @@ class AcceleratorCore(wiring.Component):
         wiring.connect(m, ctrl.load, array.load)
         wiring.connect(m, ctrl.x, array.x)
         wiring.connect(m, array.y, ctrl.y)
-        wiring.connect(m, ctrl.rq_i, rq.i)
-        wiring.connect(m, rq.o, ctrl.rq_o)
+        m.submodules.vector = vec = VectorUnit(c)
         m.d.comb += [
-            rq.params.eq(ctrl.params),
-            rq.y_zp.eq(ctrl.y_zp),
-            rq.y_lo.eq(ctrl.y_lo),
-            rq.y_hi.eq(ctrl.y_hi),
-            rq.y_signed.eq(ctrl.y_signed),
+            vec.start.eq(ctrl.vec_start),
+            vec.insn.eq(ctrl.vec_insn),
+            vec.geometry.eq(ctrl.geometry),
+            ctrl.vec_busy.eq(vec.busy),
+        ]
+        # The requantizer is shared: the vector unit runs only after a SYNC, so no MATMUL
+        # row is in it while vec.busy.
+        for name in ("params", "y_zp", "y_lo", "y_hi", "y_signed"):
+            m.d.comb += getattr(rq, name).eq(Mux(vec.busy, getattr(vec, name), getattr(ctrl, name)))
+        m.d.comb += [
+            rq.i.valid.eq(ctrl.rq_i.valid | vec.rq_i.valid),
+            rq.i.payload.eq(Mux(vec.busy, vec.rq_i.payload, ctrl.rq_i.payload)),
+            ctrl.rq_o.valid.eq(rq.o.valid & ~vec.busy),
+            ctrl.rq_o.payload.eq(rq.o.payload),
+            vec.rq_o.valid.eq(rq.o.valid),
+            vec.rq_o.payload.eq(rq.o.payload),
             ctrl.start.eq(host.start),
             host.busy.eq(ctrl.busy),
             host.halted.eq(ctrl.halted),
@@ -89,11 +102,15 @@ class AcceleratorCore(wiring.Component):
         # the controller reads input rows and writes results to ABUF in the same cycles.
         bits = memory_word_bits(c)
         bus = host.bus
+        # The vector unit owns the ABUF ports and the PBUF read port while it is busy.
+        abuf_r = _merged_port(m, "abuf_r", vec.busy, vec.abuf_r, ctrl.abuf_r)
+        abuf_w = _merged_port(m, "abuf_w", vec.busy, vec.abuf_w, ctrl.abuf_w, write=True)
+        pbuf_r = _merged_port(m, "pbuf_r", vec.busy, vec.pbuf, ctrl.pbuf)
         controller_ports = {
             isa.Memory.IMEM: (ctrl.imem, None),
             isa.Memory.WBUF: (ctrl.wbuf, None),
-            isa.Memory.ABUF: (ctrl.abuf_r, ctrl.abuf_w),
-            isa.Memory.PBUF: (ctrl.pbuf, None),
+            isa.Memory.ABUF: (abuf_r, abuf_w),
+            isa.Memory.PBUF: (pbuf_r, None),
             isa.Memory.ACCBUF: (ctrl.acc_r, ctrl.acc_w),
         }
         host_rdata = Signal(bus.signature.word_bits)
@@ -121,3 +138,26 @@ class AcceleratorCore(wiring.Component):
             with m.If(selected):
                 m.d.comb += host_rdata.eq(read.data)
         return m
+
+
+class _SharedPort:
+    """Hold the memory side of one port shared by two units (plain signals, like a port's members)."""
+
+    def __init__(self, name, addr_width, width):
+        self.addr = Signal(addr_width, name=f"{name}_addr")
+        self.data = Signal(width, name=f"{name}_data")
+        self.en = Signal(name=f"{name}_en")
+
+
+def _merged_port(m, name, select, first, second, *, write=False):
+    """Return a port with ``first``'s address (and write data) when ``select``, else ``second``'s.
+
+    Enables are ORed (the unit not selected keeps its port idle); read data goes to both.
+    """
+    port = _SharedPort(name, len(first.addr), len(first.data))
+    m.d.comb += [port.addr.eq(Mux(select, first.addr, second.addr)), port.en.eq(first.en | second.en)]
+    if write:
+        m.d.comb += port.data.eq(Mux(select, first.data, second.data))
+    else:
+        m.d.comb += [first.data.eq(port.data), second.data.eq(port.data)]
+    return port

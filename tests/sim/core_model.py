@@ -15,6 +15,7 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
+from amaranth.lib import data
 
 from accel import isa, numerics
 from accel.compiler import layout
@@ -46,6 +47,7 @@ class CoreModel:
         self.config = config
         self.words = {mem: [0] * getattr(config, mem.config_field).depth for mem in isa.Memory}
         self.executed = 0
+        self.geometry = isa.ConvGeometry.const({})
 
     def depth(self, mem: isa.Memory) -> int:
         return len(self.words[mem])
@@ -67,8 +69,17 @@ class CoreModel:
             self.executed += 1
             if insn.opcode == isa.Opcode.HALT:
                 return
+            if insn.opcode == isa.Opcode.SETCONV:
+                self.geometry = insn
             if insn.opcode == isa.Opcode.MATMUL and insn.count and insn.k_tiles:
                 self.matmul(insn)
+            if insn.opcode == isa.Opcode.VECTOR and insn.count:
+                if insn.vop == isa.Vop.MAX:
+                    self.vector_max(insn)
+                elif insn.vop == isa.Vop.GSUM:
+                    self.vector_gsum(insn)
+                elif insn.vop == isa.Vop.ADD:
+                    self.vector_add(insn)
         raise RuntimeError(f"no HALT within {max_instructions} instructions")
 
     def _rows(self, mem, addresses):
@@ -85,8 +96,11 @@ class CoreModel:
         for kt in range(insn.k_tiles):
             w = unpack(self._rows(isa.Memory.WBUF, insn.w_addr + kt * rows + np.arange(rows)),
                        cols, c.weight_bits, True)
-            x = unpack(self._rows(isa.Memory.ABUF, insn.a_addr + kt + m * insn.a_stride),
-                       rows, 8, bool(insn.x_signed))
+            if insn.conv:
+                x = self._conv_rows(insn, kt)
+            else:
+                x = unpack(self._rows(isa.Memory.ABUF, insn.a_addr + kt + m * insn.a_stride),
+                           rows, 8, bool(insn.x_signed))
             s = x @ w
             if kt == 0:
                 acc = s
@@ -96,7 +110,13 @@ class CoreModel:
             if kt < insn.k_tiles - 1:
                 for a, row in zip(acc_addr, pack(acc, aw)):
                     self.words[isa.Memory.ACCBUF][a % self.depth(isa.Memory.ACCBUF)] = row
-        params = np.array(self._rows(isa.Memory.PBUF, insn.p_addr + np.arange(cols)), dtype=object)
+        y = self._requantize(acc, insn.p_addr + np.arange(cols), insn)
+        for addr, row in zip(insn.y_addr + m * insn.y_stride, pack(y, 8)):
+            self.words[isa.Memory.ABUF][addr % self.depth(isa.Memory.ABUF)] = row
+
+    def _requantize(self, acc, p_addresses, insn) -> np.ndarray:
+        """Return ``requant(acc + bias)`` with the ParamWords at ``p_addresses`` (one per column), as int64."""
+        params = np.array(self._rows(isa.Memory.PBUF, p_addresses), dtype=object)
         bias = _wrap([int(p) & 0xFFFF_FFFF for p in params], 32)
         mantissa = np.array([(int(p) >> 32) & 0xFF_FFFF for p in params], np.int64)
         exponent = _wrap([int(p) >> 56 for p in params], 8)
@@ -105,7 +125,79 @@ class CoreModel:
         v = _wrap(acc + bias, 32)
         y = numerics.requantize_integer(v, multiplier, int(insn.y_zp), dtype,
                                         clamp=(int(insn.y_lo), int(insn.y_hi)))
-        for addr, row in zip(insn.y_addr + m * insn.y_stride, pack(y.astype(np.int64), 8)):
+        return y.astype(np.int64)
+
+    def _pixels(self, insn, count):
+        """Return the output pixels ``(oy, ox)`` of rows ``0..count-1``, counted from ``(oy0, ox0)``."""
+        index = insn.ox0 + np.arange(count)
+        return insn.oy0 + index // self.geometry.out_w, index % self.geometry.out_w
+
+    def _window(self, insn, oy, ox, ky, kx):
+        """Return the input pixels of tap ``(ky, kx)``: ``(word address without cc, inside)``."""
+        g = self.geometry
+        iy = oy * g.stride_y + ky * g.dil_y - g.pad_t
+        ix = ox * g.stride_x + kx * g.dil_x - g.pad_l
+        inside = (iy >= 0) & (iy < g.in_h) & (ix >= 0) & (ix < g.in_w)
+        return insn.a_addr + (iy * g.in_w + ix) * insn.a_stride, inside
+
+    def _abuf_bytes(self, addresses, signed: bool) -> np.ndarray:
+        return unpack(self._rows(isa.Memory.ABUF, addresses), self.config.rows, 8, signed)
+
+    def _conv_rows(self, insn, kt) -> np.ndarray:
+        """Return the im2col input rows of K tile ``kt`` (``docs/isa.md``, MATMUL with conv = 1)."""
+        g = self.geometry
+        cc, kx, ky = kt % g.c_chunks, (kt // g.c_chunks) % g.kw, kt // (g.c_chunks * g.kw)
+        oy, ox = self._pixels(insn, insn.count)
+        base, inside = self._window(insn, oy, ox, ky, kx)
+        x = self._abuf_bytes(base + cc, bool(insn.x_signed))
+        pad = _wrap(int(g.x_pad) & 0xFF, 8) if insn.x_signed else int(g.x_pad) & 0xFF
+        return np.where(inside[:, None], x, pad)
+
+    def vector_max(self, insn) -> None:
+        """Execute VECTOR MAX: window max over the taps inside the input (type minimum if none), then the clamp."""
+        g = self.geometry
+        oy, ox = self._pixels(insn, insn.count)
+        floor = -128 if insn.x_signed else 0
+        for cc in range(g.c_chunks):
+            best = np.full((insn.count, self.config.rows), floor, np.int64)
+            for ky in range(g.kh):
+                for kx in range(g.kw):
+                    base, inside = self._window(insn, oy, ox, ky, kx)
+                    x = self._abuf_bytes(base + cc, bool(insn.x_signed))
+                    best = np.where(inside[:, None], np.maximum(best, x), best)
+            best = np.clip(best, int(insn.y_lo), int(insn.y_hi))  # TODO: docs/isa.md omits this clamp
+            for addr, row in zip(insn.y_addr + np.arange(insn.count) * insn.y_stride + cc, pack(best, 8)):
+                self.words[isa.Memory.ABUF][addr % self.depth(isa.Memory.ABUF)] = row
+
+    def vector_gsum(self, insn) -> None:
+        """Execute VECTOR GSUM: exact lane sums over ``count`` pixels, requantized per lane."""
+        rows = self.config.rows
+        for cc in range(self.geometry.c_chunks):
+            x = self._abuf_bytes(insn.a_addr + np.arange(insn.count) * insn.a_stride + cc, bool(insn.x_signed))
+            acc = _wrap(x.sum(axis=0, keepdims=True), self.config.acc_width)
+            y = self._requantize(acc, insn.p_addr + cc * rows + np.arange(rows), insn)
+            self.words[isa.Memory.ABUF][(insn.y_addr + cc) % self.depth(isa.Memory.ABUF)] = pack(y, 8)[0]
+
+
+    def vector_add(self, insn) -> None:
+        """Execute VECTOR ADD with the ``AddParams`` recipe of ``accel/isa.py`` (``numerics.qlinear_add_integer``)."""
+        low, high = self._rows(isa.Memory.PBUF, [insn.p_addr, insn.p_addr + 1])
+        p = data.Const(data.Layout.cast(isa.AddParams), low | high << isa.PARAM_BITS)
+        i = np.arange(insn.count)
+        a = self._abuf_bytes(insn.a_addr + i * insn.a_stride, bool(insn.x_signed))
+        b = self._abuf_bytes(insn.w_addr + i * insn.b_stride, bool(insn.x_signed))
+        fma = numerics._fma_round_f32_integer
+        im, ie = fma(b + p.shift, p.ry_mant, p.ry_exp, p.fixed_mant, p.fixed_exp)
+        vm, ve = fma(a + p.shift, p.rx_mant, p.rx_exp, im, ie)
+        mag = np.abs(vm)
+        too_big = (mag != 0) & (ve + numerics._bit_length(mag) > 31)
+        q = np.where(ve >= 0, np.left_shift(mag, np.clip(ve, 0, 8)), numerics._shift_right_rne(mag, np.clip(-ve, 0, 63)))
+        q = np.where(vm < 0, -q, q)
+        kmin, kmax = (-128, 127) if p.kernel_signed and not p.shift else (0, 255)
+        q = np.where(too_big, kmin, np.clip(q, kmin, kmax)) - p.shift
+        q = np.clip(q, *((-128, 127) if insn.y_signed else (0, 255)))
+        y = np.clip(q, int(insn.y_lo), int(insn.y_hi))
+        for addr, row in zip(insn.y_addr + i * insn.y_stride, pack(y, 8)):
             self.words[isa.Memory.ABUF][addr % self.depth(isa.Memory.ABUF)] = row
 
 
