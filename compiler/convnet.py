@@ -44,7 +44,7 @@ from amaranth.lib import data
 
 from .. import isa, numerics
 from ..config import HardwareConfig
-from .cycles import CycleModel, vector_reads
+from .cycles import CycleModel, vector_cycles
 from .errors import CompileError, DoesNotFitError
 from .gemm import Boundary
 from .ir import Graph, IRError, Node, dtype_range
@@ -761,8 +761,8 @@ class ModelNetCycles(NetStage):
                 reads = 0
                 if insn.opcode == isa.Opcode.VECTOR:
                     g = (1, 1, 1) if geometry is None else (geometry.c_chunks, geometry.kh, geometry.kw)
-                    reads = vector_reads(insn.vop, int(insn.count), *map(int, g))
-                model.step(insn.opcode, int(insn.count), int(insn.k_tiles), reads)
+                    reads = vector_cycles(program.config, insn.vop, int(insn.count), *map(int, g))
+                model.step(insn.opcode, int(insn.count), int(insn.k_tiles), reads, conv=bool(insn.conv))
             layer.cycles = model.cycles - before
         return program
 

@@ -30,15 +30,14 @@ on 3x3 and 4x4 arrays (1 to 16 back-to-back MATMULs of 1 to 24 rows and 1 to 8 K
 mixed sequences, SYNC, HALT, NOP; ``tests/test_backend.py`` keeps them) and whole compiled
 models. Utilization is useful MACs over ``cycles * R * C``.
 
-Convolution and vector instructions (ISA additions of issue 4) are modelled, not yet
-calibrated against RTL:
+Convolution and vector instructions, measured on the RTL (``tests/sim/test_conv_core.py``):
 
-* a conv-mode MATMUL (``conv = 1``) costs exactly what a plain MATMUL of the same
-  ``count`` and ``k_tiles`` costs (the im2col address generator is assumed to keep up);
-* ``SETCONV`` costs ``FETCH_CYCLES`` like a NOP (the compiler emits it after a SYNC);
-* a ``VECTOR`` implies a SYNC (the drain of every MATMUL in flight), then reads one ABUF
-  word per cycle (:func:`vector_reads`) and ends ``VECTOR_LATENCY`` cycles after its last
-  read (compare/add pipeline, requantizer, write-back).
+* a conv-mode MATMUL (``conv = 1``) costs what a plain MATMUL of the same ``count`` and
+  ``k_tiles`` costs, plus ``CONV_SETUP`` cycles (its address constants) when nothing is in
+  flight before it;
+* ``SETCONV`` costs ``FETCH_CYCLES``;
+* a ``VECTOR`` implies a SYNC (the drain of every MATMUL in flight), then takes
+  :func:`vector_cycles`.
 """
 
 from __future__ import annotations
@@ -46,14 +45,14 @@ from __future__ import annotations
 from ..config import HardwareConfig
 from ..isa import Opcode
 
-__all__ = ["FETCH_CYCLES", "SYNC_CYCLES", "DRAIN_STAGES", "CONTEXTS", "VECTOR_LATENCY", "weight_load_cycles",
-           "drain_cycles", "vector_reads", "CycleModel"]
+__all__ = ["FETCH_CYCLES", "SYNC_CYCLES", "DRAIN_STAGES", "CONTEXTS", "CONV_SETUP", "weight_load_cycles",
+           "drain_cycles", "vector_cycles", "CycleModel"]
 
 FETCH_CYCLES = 2   # fetch and decode one instruction
 SYNC_CYCLES = 3    # a SYNC or HALT with nothing in flight
 DRAIN_STAGES = 9   # beyond the array's skew: accumulate, requantizer pipeline, write-back
 CONTEXTS = 2       # MATMULs in flight at once (the controller's instruction contexts)
-VECTOR_LATENCY = 8  # TODO: modelled, not yet calibrated against RTL (no VECTOR unit in hdl/ yet)
+CONV_SETUP = 2     # a conv-mode MATMUL precomputes its address constants when nothing is in flight
 # TODO: re-measure these when the controller's pipeline changes (probe programs in tests/test_backend.py).
 
 
@@ -67,20 +66,21 @@ def drain_cycles(config: HardwareConfig) -> int:
     return config.rows + config.cols + DRAIN_STAGES
 
 
-def vector_reads(vop, count: int, c_chunks: int = 1, kh: int = 1, kw: int = 1) -> int:
-    """Return the ABUF words a VECTOR instruction reads (modelled at one per cycle).
+def vector_cycles(config: HardwareConfig, vop, count: int, c_chunks: int = 1, kh: int = 1, kw: int = 1) -> int:
+    """Return a VECTOR instruction's cycles from its fetch to the next fetch, with nothing in flight before it.
 
-    ``MAX`` reads every tap of every chunk of every output pixel (taps in the padding are
-    counted too: the address generator still steps over them), ``GSUM`` every chunk of
-    every pixel, ``ADD`` two words per row.
+    Measured on the RTL (``tests/sim/test_conv_core.py``): ``MAX`` steps over every tap of
+    every chunk of every output pixel (taps in the padding too), ``GSUM`` sums at least
+    ``rows - 1`` cycles per chunk while the parameters load, ``ADD`` reads two words per row
+    into the 22-stage QLinearAdd lanes.
     """
     from ..isa import Vop
     vop = Vop(vop)
     if vop == Vop.MAX:
-        return count * c_chunks * kh * kw
+        return count * c_chunks * kh * kw + 9
     if vop == Vop.GSUM:
-        return count * c_chunks
-    return 2 * count
+        return c_chunks * (max(count, config.rows - 1) + 2) + 16
+    return 2 * count + 35
 
 
 class CycleModel:
@@ -98,13 +98,13 @@ class CycleModel:
         self._dispatched = 0  # when the front end dispatched the last MATMUL (or the segment started)
         self._flight: list[tuple[int, int]] = []  # (last row, last tile's first row) of the MATMULs in flight
 
-    def step(self, opcode: Opcode, count: int = 0, k_tiles: int = 0, reads: int = 0) -> int:
-        """Advance over one instruction; ``reads`` is a VECTOR's :func:`vector_reads`."""
+    def step(self, opcode: Opcode, count: int = 0, k_tiles: int = 0, vector: int = 0, conv: bool = False) -> int:
+        """Advance over one instruction; ``vector`` is a VECTOR's :func:`vector_cycles`."""
         cfg, before = self.config, self.cycles
         if opcode == Opcode.MATMUL:
             load = weight_load_cycles(cfg)
             if not self._flight:
-                self._dispatched = self.cycles
+                self._dispatched = self.cycles + (CONV_SETUP if conv else 0)
             fetched = self._dispatched + FETCH_CYCLES
             dispatch, weights, start = fetched, fetched + load, fetched + load
             if self._flight:
@@ -120,9 +120,9 @@ class CycleModel:
         elif opcode in (Opcode.SYNC, Opcode.HALT):
             done = self._flight[-1][0] + drain_cycles(cfg) if self._flight else self.cycles
             self.cycles, self._flight = done + SYNC_CYCLES, []
-        elif opcode == Opcode.VECTOR:  # modelled, not yet calibrated against RTL
-            done = self._flight[-1][0] + drain_cycles(cfg) if self._flight else self.cycles
-            self.cycles, self._flight = done + FETCH_CYCLES + reads + VECTOR_LATENCY, []
+        elif opcode == Opcode.VECTOR:
+            done = self._flight[-1][0] + drain_cycles(cfg) + SYNC_CYCLES if self._flight else self.cycles
+            self.cycles, self._flight = done + vector, []
         else:
             self.cycles += FETCH_CYCLES  # TODO: a NOP between MATMULs is not measured; the compiler emits none
         return self.cycles - before

@@ -23,7 +23,7 @@ import numpy as np
 from amaranth.lib import data
 
 from .. import numerics
-from ..compiler.cycles import CycleModel, vector_reads
+from ..compiler.cycles import CycleModel, vector_cycles
 from ..compiler.layout import pack_words, unpack_param_words, unpack_words, wrap_signed
 from ..config import HW_REVISION, HardwareConfig
 from ..errors import DeviceError
@@ -133,7 +133,7 @@ class EmulatorTarget(Target):
                 self._write_results(results)
                 results, pending[:] = [], 0
                 reads = self._vector(pc, insn, pending, geometry)
-            model.step(insn.opcode, insn.count, insn.k_tiles, reads)
+            model.step(insn.opcode, insn.count, insn.k_tiles, reads, conv=bool(insn.conv))
             if insn.opcode == Opcode.HALT:
                 self.cycles, self.status = model.cycles, STATUS_DONE
                 return None
@@ -250,7 +250,7 @@ class EmulatorTarget(Target):
             y_idx = (insn.y_addr + m[:, None] * insn.y_stride + chunks_[None, :]).ravel()
             read = a_idx[valid]
             y = np.clip(x.reshape(-1, cfg.rows), insn.y_lo, insn.y_hi)
-            reads = vector_reads(insn.vop, count, g.c_chunks, g.kh, g.kw)
+            reads = vector_cycles(self.config, insn.vop, count, g.c_chunks, g.kh, g.kw)
         elif insn.vop == Vop.GSUM:
             c_chunks = geometry.c_chunks
             a_idx = insn.a_addr + m[:, None] * insn.a_stride + np.arange(c_chunks)[None, :]
@@ -263,13 +263,13 @@ class EmulatorTarget(Target):
                 raise DeviceError(f"{where}: {exc}") from None
             y = y.reshape(c_chunks, cfg.rows)
             y_idx, read = insn.y_addr + np.arange(c_chunks), a_idx.ravel()
-            reads = vector_reads(insn.vop, count, c_chunks)
+            reads = vector_cycles(self.config, insn.vop, count, c_chunks)
         else:  # ADD
             a_idx, b_idx = insn.a_addr + m * insn.a_stride, insn.w_addr + m * insn.b_stride
             y = numerics.qlinear_add_lanes(words(a_idx), words(b_idx), self._add_params(pc, insn.p_addr),
                                    insn.y_lo, insn.y_hi)
             y_idx, read = insn.y_addr + m * insn.y_stride, np.concatenate([a_idx, b_idx])
-            reads = vector_reads(insn.vop, count)
+            reads = vector_cycles(self.config, insn.vop, count)
         self._span(Memory.ABUF, int(y_idx.min()), int(y_idx.max()) - int(y_idx.min()) + 1, where)
         self._check_hazards(where, read, y_idx, pending)
         self.abuf[y_idx] = np.asarray(y, np.int64).astype(y_dtype).view(np.uint8)

@@ -1,9 +1,11 @@
-"""Run compiled FC models on the cycle-accurate RTL: rtl == emu == golden == onnxruntime, element for element.
+"""Run compiled models on the cycle-accurate RTL: rtl == emu == onnxruntime, element for element.
 
-These are the first-hardware-path acceptance cases: the MLPerf Tiny FC autoencoder, the
-37->53->19 MLP, the digits MLP and the digits CNN's classifier head, compiled for
-``sim-small`` and run through the ``rtl`` device (one resident Verilator simulation per
-module); the measured cycles must equal the emulator's and the compiler's model.
+The acceptance cases of the hardware issues: the MLPerf Tiny FC autoencoder, the
+37->53->19 MLP, the digits MLP and the digits CNN's classifier head (first hardware
+path); the digits CNN in its four quantization variants, ResNet-8, DS-CNN and
+MobileNetV1-0.25 (convolutional networks). Each is compiled and run through the ``rtl``
+device (one resident Verilator simulation per module and config); the hardware's cycle
+counter must equal the emulator's and the compiler's cycle model.
 """
 
 import os
@@ -17,7 +19,7 @@ import pytest
 import accel
 from accel import zoo
 from accel.compiler.backend import compile_model
-from accel.config import preset
+from accel.config import BufferSpec, HardwareConfig, preset
 
 from ..fc_models import digits_cnn_head
 
@@ -38,9 +40,9 @@ def rtl(sim_cache_root, live_output):
         yield device
 
 
-def check(rtl, path, x, batch=1):
+def check(rtl, path, x, batch=1, config=CONFIG):
     model = accel.load_model(path)
-    artifact = compile_model(model, CONFIG, batch=batch)
+    artifact = compile_model(model, config, batch=batch)
     expected = ort_run(path, x)
     emu = accel.open_device("emu").load(artifact)
     y_emu = emu.run(x)
@@ -109,3 +111,37 @@ def test_onnx_backend_on_rtl(sim_cache_root):
         for inputs, outputs in case.data_sets:
             got = rtl_backend.prepare(case.model).run(list(inputs))
             assert np.array_equal(got[0], outputs[0]), case.name
+
+
+# -- convolutional networks (issue 4) ----------------------------------------------------------
+
+CNN_CONFIG = HardwareConfig(name="sim-small-pbuf4k", rows=4, cols=4, imem=BufferSpec(1024), abuf=BufferSpec(16384),
+                            wbuf=BufferSpec(131072), accbuf=BufferSpec(1024), pbuf=BufferSpec(4096))
+
+
+@pytest.mark.parametrize("variant", zoo.VARIANTS)
+def test_digits_cnn(rtl, variant):
+    images = zoo.digits_dataset()[2]
+    # all 360 test images for one variant, 40 for the others (the same program: only the scales differ)
+    check(rtl, zoo.build("digits_cnn", variant), images if variant == "qdq_channel" else images[:40], batch=1)
+
+
+@pytest.mark.parametrize("name, variant", [("resnet8", "qop_channel"), ("resnet8", "qdq_channel"),
+                                           ("ds_cnn", "qop_channel"), ("ds_cnn", "qdq_channel")])
+def test_mlperf_tiny_cnns(rtl, name, variant):
+    print("seed", SEED)
+    # onnxruntime fuses ResNet-8's int8 QDQ residual branches only with uint8 activations (docs/frontend.md)
+    activation = "uint8" if (name, variant) == ("resnet8", "qdq_channel") else "int8"
+    x = zoo.calibration_data(name, n=2, seed=SEED)
+    check(rtl, zoo.build(name, variant, activation_type=activation), x)
+
+
+@pytest.mark.parametrize("variant", ["qop_channel", "qdq_channel"])
+def test_mobilenet_v1_025(sim_cache_root, live_output, variant):
+    """MobileNetV1-0.25 needs more PBUF than sim-small has: a 4x4 config with 4,096 parameter words."""
+    print("seed", SEED)
+    x = zoo.calibration_data("mobilenet_v1_025", n=1, seed=SEED)
+    with live_output():
+        device = accel.open_device("rtl", config=CNN_CONFIG, cache_root=sim_cache_root)
+    with device:
+        check(device, zoo.build("mobilenet_v1_025", variant), x, config=CNN_CONFIG)
