@@ -155,10 +155,11 @@ PRESETS: dict[str, HardwareConfig] = {
         imem=BufferSpec(256, "ebr"), abuf=BufferSpec(16384, "spram"), wbuf=BufferSpec(16384, "spram"),
         accbuf=BufferSpec(256, "ebr"), pbuf=BufferSpec(256, "ebr"),
         weight_bits=8, clock_hz=30_000_000, board="icebreaker"),
-    # ECP5-85F: 144 of the 156 MULT18X18D, buffers in the 208 EBR.
+    # ECP5-85F: 144 of the 156 MULT18X18D, buffers in the 208 EBR (18 Kbit each): WBUF 16K x 108 bits
+    # (96 EBR), ABUF 8K x 96 (43), ACCBUF 1K x 384 (22), IMEM 1K x 256 (15), PBUF 1K x 64 (4): 180.
     "ulx3s-85f": HardwareConfig(
         name="ulx3s-85f", rows=12, cols=12,
-        imem=BufferSpec(1024, "ebr"), abuf=BufferSpec(8192, "ebr"), wbuf=BufferSpec(8192, "ebr"),
+        imem=BufferSpec(1024, "ebr"), abuf=BufferSpec(8192, "ebr"), wbuf=BufferSpec(16384, "ebr"),
         accbuf=BufferSpec(1024, "ebr"), pbuf=BufferSpec(1024, "ebr"),
         clock_hz=125_000_000, board="ulx3s-85f"),
 }
