@@ -38,9 +38,9 @@ class VectorUnit(wiring.Component):
     * ``MAX``: for each output pixel ``m`` (``(oy, ox)`` counted from ``(oy0, ox0)``, ``ox``
       wrapping at ``out_w``) and chunk ``cc``, one cycle per kernel tap (taps outside the
       input are not read and never win), the lane-wise max clamped to ``[y_lo, y_hi]``
-      and written to ``ABUF[y_addr + m*y_stride + cc]``. TODO: ``docs/isa.md`` does not
-      mention the clamp yet; the emulator and the compiler use it (a fused ReLU). A window
-      entirely in the padding gives the type's minimum (ONNX pads never allow one).
+      and written to ``ABUF[y_addr + m*y_stride + cc]`` (the clamp carries a fused ReLU,
+      as ``docs/isa.md`` says). A window entirely in the padding gives the type's minimum
+      (ONNX pads never allow one).
     * ``GSUM``: for each chunk ``cc``, ``count`` reads summed per lane in 32 bits while the
       ``rows`` ParamWords ``PBUF[p_addr + cc*rows ..]`` load, then one row into the
       requantizer (``y_zp``, clamp, ``y_signed``) and its result to ``ABUF[y_addr + cc]``.
