@@ -56,8 +56,7 @@ class ModelCycles(Stage):
         for layer in program.layers:
             before = model.cycles
             for addr in layer.insns:
-                insn = isa.decode(program.imem[addr])
-                model.step(insn.opcode, insn.count, insn.k_tiles)
+                model.execute(isa.decode(program.imem[addr]))
             layer.cycles = model.cycles - before
         return program
 

@@ -44,7 +44,7 @@ from amaranth.lib import data
 
 from .. import isa, numerics
 from ..config import HardwareConfig
-from .cycles import CycleModel, vector_cycles
+from .cycles import CycleModel
 from .errors import CompileError, DoesNotFitError
 from .gemm import Boundary
 from .ir import Graph, IRError, Node, dtype_range
@@ -749,20 +749,10 @@ class ModelNetCycles(NetStage):
 
     def apply(self, program, check_feeds=None):
         model = CycleModel(program.config)
-        geometry = None
         for layer in program.layers:
             before = model.cycles
             for addr in layer.insns:
-                insn = isa.decode(program.imem[addr])
-                if insn.opcode == isa.Opcode.SETCONV:
-                    geometry = insn
-                    model.step(insn.opcode)
-                    continue
-                reads = 0
-                if insn.opcode == isa.Opcode.VECTOR:
-                    g = (1, 1, 1) if geometry is None else (geometry.c_chunks, geometry.kh, geometry.kw)
-                    reads = vector_cycles(program.config, insn.vop, int(insn.count), *map(int, g))
-                model.step(insn.opcode, int(insn.count), int(insn.k_tiles), reads, conv=bool(insn.conv))
+                model.execute(isa.decode(program.imem[addr]))
             layer.cycles = model.cycles - before
         return program
 

@@ -97,6 +97,19 @@ class CycleModel:
         self.cycles = 0
         self._dispatched = 0  # when the front end dispatched the last MATMUL (or the segment started)
         self._flight: list[tuple[int, int]] = []  # (last row, last tile's first row) of the MATMULs in flight
+        self._geometry = None  # the last SETCONV (for VECTOR MAX/GSUM cycles)
+
+    def execute(self, insn) -> int:
+        """Advance over one decoded instruction (:func:`accel.isa.decode`), keeping the SETCONV geometry."""
+        if insn.opcode == Opcode.SETCONV:
+            self._geometry = insn
+            return self.step(Opcode.SETCONV)
+        vector = 0
+        if insn.opcode == Opcode.VECTOR:
+            g = self._geometry
+            c_chunks, kh, kw = (1, 1, 1) if g is None else (int(g.c_chunks), int(g.kh), int(g.kw))
+            vector = vector_cycles(self.config, insn.vop, int(insn.count), c_chunks, kh, kw)
+        return self.step(insn.opcode, int(insn.count), int(insn.k_tiles), vector, conv=bool(insn.conv))
 
     def step(self, opcode: Opcode, count: int = 0, k_tiles: int = 0, vector: int = 0, conv: bool = False) -> int:
         """Advance over one instruction; ``vector`` is a VECTOR's :func:`vector_cycles`."""
