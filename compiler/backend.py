@@ -31,11 +31,10 @@ import os
 
 import numpy as np
 
-from .. import isa
 from ..artifact import Artifact, TensorPlacement
 from ..config import HardwareConfig, preset
 from .convnet import CONV_PIPELINE, NetLayer, NetProgram, needs_conv_backend
-from .cycles import CycleModel
+from .cycles import model_layer_cycles
 from .emit import EmitProgram, LayoutWeights
 from .errors import CompileError, DoesNotFitError
 from .gemm import Boundary, GemmLayer, GemmProgram, Stage
@@ -52,12 +51,7 @@ class ModelCycles(Stage):
     """Give every layer its modelled cycles: its MATMULs and the SYNC or HALT after them."""
 
     def apply(self, program: GemmProgram) -> GemmProgram:
-        model = CycleModel(program.config)
-        for layer in program.layers:
-            before = model.cycles
-            for addr in layer.insns:
-                model.execute(isa.decode(program.imem[addr]))
-            layer.cycles = model.cycles - before
+        model_layer_cycles(program.config, program.imem, program.layers)
         return program
 
 

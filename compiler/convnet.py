@@ -44,7 +44,7 @@ from amaranth.lib import data
 
 from .. import isa, numerics
 from ..config import HardwareConfig
-from .cycles import CycleModel
+from .cycles import model_layer_cycles
 from .errors import CompileError, DoesNotFitError
 from .gemm import Boundary
 from .ir import Graph, IRError, Node, dtype_range
@@ -745,15 +745,10 @@ class EmitNetProgram(NetStage):
 
 
 class ModelNetCycles(NetStage):
-    """Give every layer its modelled cycles (conv-mode MATMUL and VECTOR: modelled, not yet calibrated against RTL)."""
+    """Give every layer its modelled cycles (:mod:`accel.compiler.cycles`, calibrated on the RTL)."""
 
     def apply(self, program, check_feeds=None):
-        model = CycleModel(program.config)
-        for layer in program.layers:
-            before = model.cycles
-            for addr in layer.insns:
-                model.execute(isa.decode(program.imem[addr]))
-            layer.cycles = model.cycles - before
+        model_layer_cycles(program.config, program.imem, program.layers)
         return program
 
 

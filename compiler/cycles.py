@@ -46,7 +46,7 @@ from ..config import HardwareConfig
 from ..isa import Opcode
 
 __all__ = ["FETCH_CYCLES", "SYNC_CYCLES", "DRAIN_STAGES", "CONTEXTS", "CONV_SETUP", "weight_load_cycles",
-           "drain_cycles", "vector_cycles", "CycleModel"]
+           "drain_cycles", "vector_cycles", "CycleModel", "model_layer_cycles"]
 
 FETCH_CYCLES = 2   # fetch and decode one instruction
 SYNC_CYCLES = 3    # a SYNC or HALT with nothing in flight
@@ -139,3 +139,14 @@ class CycleModel:
         else:
             self.cycles += FETCH_CYCLES  # TODO: a NOP between MATMULs is not measured; the compiler emits none
         return self.cycles - before
+
+
+def model_layer_cycles(config: HardwareConfig, imem: list[int], layers) -> None:
+    """Set every layer's ``cycles``: its instructions (``layer.insns``, IMEM addresses) walked in program order."""
+    from ..isa import decode
+    model = CycleModel(config)
+    for layer in layers:
+        before = model.cycles
+        for addr in layer.insns:
+            model.execute(decode(imem[addr]))
+        layer.cycles = model.cycles - before
