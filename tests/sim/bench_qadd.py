@@ -19,21 +19,18 @@ import collections
 import dataclasses
 import json
 import os
-import time
 
 import cocotb
 import numpy as np
-from cocotb.clock import Clock
-from cocotb.triggers import FallingEdge, ReadOnly
 
 from accel import numerics
 from accel.config import HardwareConfig
 from accel.hdl.qadd import QAddLanes
 
 try:  # imported as tests.sim.bench_qadd (by tests/test_hdl_qadd.py)
-    from .bench_requant import Scoreboard
+    from .bench_requant import Scoreboard, drive_pipeline
 except ImportError:  # imported by cocotb under its file name, from this directory
-    from bench_requant import Scoreboard
+    from bench_requant import Scoreboard, drive_pipeline
 
 CLOCK_PERIOD_NS = 10
 F32 = np.float32
@@ -283,27 +280,8 @@ class QAddBench:
             self.rows += 1
 
     async def run(self, label):
-        dut = self.dut
-        Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns").start()
-        dut.rst.value = 1
-        dut.i__valid.value = 0
-        await FallingEdge(dut.clk)
-        await FallingEdge(dut.clk)
-        dut.rst.value = 0
-        started = time.perf_counter()
-        while self.driver.queue or self.scoreboard.pending:
-            item = self.driver.drive()
-            await ReadOnly()
-            if item is not None:
-                self.scoreboard.expect(self.cycle, item)
-            if int(dut.o__valid.value):
-                self.scoreboard.observe(self.cycle,
-                                        *self.layouts.o_values(dut.o__payload.value.to_unsigned()))
-            await FallingEdge(dut.clk)
-            self.cycle += 1
-            assert self.cycle < 100 * (self.rows + 100), f"seed {self.seed}: stuck"
-        seconds = time.perf_counter() - started
-        dut._log.info(f"MEASURE qadd {label}: cases={self.cases} rows={self.scoreboard.checked} "
+        seconds = await drive_pipeline(self, limit=100 * (self.rows + 100))
+        self.dut._log.info(f"MEASURE qadd {label}: cases={self.cases} rows={self.scoreboard.checked} "
                       f"cycles={self.cycle} latency={self.layouts.latency} wall={seconds:.3f}s")
 
 

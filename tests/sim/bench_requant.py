@@ -295,28 +295,36 @@ class RequantBench:
             self.cases += self.config.cols
 
     async def run(self):
-        dut = self.dut
-        Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns").start()
-        dut.rst.value = 1
-        dut.i__valid.value = 0
+        seconds = await drive_pipeline(self, limit=100 * (self.cases + 100))
+        self.dut._log.info(f"MEASURE requant: cases={self.cases} rows={self.scoreboard.checked} "
+                           f"cycles={self.cycle} latency={self.layouts.latency} wall={seconds:.3f}s")
+
+
+async def drive_pipeline(bench, limit: int) -> float:
+    """Reset the DUT, then drive ``bench.driver`` and check ``o`` until the scoreboard is done; return wall seconds.
+
+    ``bench`` has ``dut``, ``driver``, ``scoreboard``, ``layouts``, ``cycle`` and ``seed``; ``limit``
+    bounds the cycles so a stuck pipeline fails instead of hanging.
+    """
+    dut = bench.dut
+    Clock(dut.clk, CLOCK_PERIOD_NS, unit="ns").start()
+    dut.rst.value = 1
+    dut.i__valid.value = 0
+    await FallingEdge(dut.clk)
+    await FallingEdge(dut.clk)
+    dut.rst.value = 0
+    started = time.perf_counter()
+    while bench.driver.queue or bench.scoreboard.pending:
+        item = bench.driver.drive()
+        await ReadOnly()
+        if item is not None:
+            bench.scoreboard.expect(bench.cycle, item)
+        if int(dut.o__valid.value):
+            bench.scoreboard.observe(bench.cycle, *bench.layouts.o_values(dut.o__payload.value.to_unsigned()))
         await FallingEdge(dut.clk)
-        await FallingEdge(dut.clk)
-        dut.rst.value = 0
-        started = time.perf_counter()
-        while self.driver.queue or self.scoreboard.pending:
-            item = self.driver.drive()
-            await ReadOnly()
-            if item is not None:
-                self.scoreboard.expect(self.cycle, item)
-            if int(dut.o__valid.value):
-                self.scoreboard.observe(self.cycle,
-                                        *self.layouts.o_values(dut.o__payload.value.to_unsigned()))
-            await FallingEdge(dut.clk)
-            self.cycle += 1
-            assert self.cycle < 100 * (self.cases + 100), f"seed {self.seed}: stuck"
-        seconds = time.perf_counter() - started
-        dut._log.info(f"MEASURE requant: cases={self.cases} rows={self.scoreboard.checked} "
-                      f"cycles={self.cycle} latency={self.layouts.latency} wall={seconds:.3f}s")
+        bench.cycle += 1
+        assert bench.cycle < limit, f"seed {bench.seed}: stuck"
+    return time.perf_counter() - started
 
 
 @cocotb.test()
