@@ -2,9 +2,9 @@
 
 :class:`ProcessingElement` is one weight-stationary multiply-accumulate cell: it keeps a
 shadow and an active weight, multiplies the input from the left by the active weight and
-adds the partial sum from above. :func:`multiplier` is the one place that decides how a
-product is built, so a platform-specific DSP primitive can replace the generic ``*``
-without touching the PE or the other users of a multiplier (the requantizer).
+adds the partial sum from above; its product is registered, in a DSP block on the chips
+(:mod:`accel.hdl.dsp` chooses it). :func:`multiplier` builds the combinational multipliers
+of the requantizer and the QLinearAdd lanes.
 """
 
 from amaranth.hdl import Module, Shape, Signal, signed
@@ -55,14 +55,12 @@ class Multiplier(wiring.Component):
 def multiplier(a_shape, b_shape, *, platform=None) -> wiring.Component:
     """Return a combinational multiplier component for ``platform`` (ports ``a``, ``b``, ``p``).
 
-    Every multiplier of the datapath comes from here, so this is where a platform's DSP
-    block is chosen.
+    The requantizer's and the QLinearAdd lanes' multipliers come from here. The PEs'
+    registered products come from :class:`accel.hdl.dsp.ProductBank`.
     """
-    # TODO: instantiate SB_MAC16 (iCE40) or MULT18X18D (ECP5) here, chosen by the
-    # platform's family; until then Yosys infers whatever the plain `*` maps to (LUTs on
-    # iCE40 without `synth_ice40 -dsp`, unregistered MULT18X18D on ECP5). Unregistered, the
-    # PE's multiply-add reaches about 100 MHz on an ECP5-85 (4x4 array, nextpnr out of
-    # context), short of the ulx3s preset's 125 MHz; a registered DSP adds a pipeline stage.
+    # TODO: a combinational multiplier is what Yosys maps to an unregistered MULT18X18D on
+    # ECP5 (or LUTs on iCE40, whose DSPs all serve the PEs); the pipelines around it keep
+    # it between registers.
     return Multiplier(a_shape, b_shape)
 
 
@@ -73,16 +71,19 @@ class ProcessingElement(wiring.Component):
     copies the shadow weight into the *active* weight. Each clock edge then registers:
 
     * ``x_out <= x`` and ``swap_out <= swap`` (to the PE on the right);
-    * ``psum_out <= psum_in + x * active`` (to the PE below), wrapping modulo
-      ``2**acc_width``;
+    * ``product <= x * active`` (the multiplier's pipeline register, inside a DSP block
+      on the chips, see :mod:`accel.hdl.dsp`);
+    * ``psum_out <= psum_in + product`` (the product of the *previous* cycle's ``x``; to
+      the PE below), wrapping modulo ``2**acc_width``;
     * ``active <= shadow`` if ``swap`` is high; ``shadow <= w`` if ``w_load`` is high. Both
       may happen on the same edge: ``active`` then receives the shadow weight from before
       that edge.
 
-    The product uses the registered active weight, so ``swap`` must be asserted one cycle
-    *before* the first input that needs the new weight. Forwarding ``swap`` and ``x``
-    through the same one-cycle delay keeps that one-cycle lead along a row of PEs: this is
-    the swap wavefront of :class:`~accel.hdl.systolic.SystolicArray`.
+    So ``x`` leads the partial sum by one cycle: ``psum_out`` after edge ``t + 1`` is
+    ``psum_in(t) + x(t - 1) * active(t - 1)``. The product uses the registered active
+    weight, so ``swap`` must be asserted one cycle *before* the first input that needs the
+    new weight. Forwarding ``swap`` and ``x`` through the same one-cycle delay keeps both
+    leads along a row of PEs (see :class:`~accel.hdl.systolic.SystolicArray`).
 
     Parameters
     ----------
@@ -90,6 +91,10 @@ class ProcessingElement(wiring.Component):
         Width of a signed weight (8 or 9).
     acc_width : int
         Width of the signed partial sums.
+    own_multiplier : bool
+        Build the PE's own one-product :class:`~accel.hdl.dsp.ProductBank` (the default).
+        With ``False`` the PE exposes the multiplier's operands and product as ports, so an
+        array can pack several PEs' products into one DSP block.
 
     Members
     -------
@@ -108,10 +113,16 @@ class ProcessingElement(wiring.Component):
     swap_out : ``Out(1)``
         ``swap``, registered.
     psum_out : ``Out(signed(acc_width))``
-        ``psum_in + x * active``, registered.
+        ``psum_in + product``, registered.
+    mul_a : ``Out(signed(9))``
+        Only with ``own_multiplier=False``: ``x``, to the external multiplier.
+    mul_b : ``Out(signed(weight_bits))``
+        Only with ``own_multiplier=False``: the active weight, to the external multiplier.
+    mul_p : ``In(signed(9 + weight_bits))``
+        Only with ``own_multiplier=False``: ``mul_a * mul_b`` of the previous cycle.
     """
 
-    def __init__(self, *, weight_bits: int = 9, acc_width: int = 32):
+    def __init__(self, *, weight_bits: int = 9, acc_width: int = 32, own_multiplier: bool = True):
         if not isinstance(weight_bits, int) or not 2 <= weight_bits <= 18:
             raise ValueError(f"weight_bits must be an integer from 2 to 18, not {weight_bits!r}")
         if not isinstance(acc_width, int) or acc_width < X_WIDTH + weight_bits:
@@ -119,7 +130,8 @@ class ProcessingElement(wiring.Component):
                              f"(one full product), not {acc_width!r}")
         self._weight_bits = weight_bits
         self._acc_width = acc_width
-        super().__init__({
+        self._own_multiplier = bool(own_multiplier)
+        members = {
             "x": In(signed(X_WIDTH)),
             "swap": In(1),
             "psum_in": In(signed(acc_width)),
@@ -128,7 +140,14 @@ class ProcessingElement(wiring.Component):
             "x_out": Out(signed(X_WIDTH)),
             "swap_out": Out(1),
             "psum_out": Out(signed(acc_width)),
-        })
+        }
+        if not own_multiplier:
+            members.update({
+                "mul_a": Out(signed(X_WIDTH)),
+                "mul_b": Out(signed(weight_bits)),
+                "mul_p": In(signed(X_WIDTH + weight_bits)),
+            })
+        super().__init__(members)
 
     @property
     def weight_bits(self) -> int:
@@ -138,7 +157,12 @@ class ProcessingElement(wiring.Component):
     def acc_width(self) -> int:
         return self._acc_width
 
+    @property
+    def own_multiplier(self) -> bool:
+        return self._own_multiplier
+
     def elaborate(self, platform):
+        from .dsp import ProductBank, dsp_family
         m = Module()
 
         shadow = Signal(signed(self._weight_bits))
@@ -148,12 +172,16 @@ class ProcessingElement(wiring.Component):
         with m.If(self.swap):
             m.d.sync += active.eq(shadow)
 
-        m.submodules.mul = mul = multiplier(signed(X_WIDTH), signed(self._weight_bits),
-                                            platform=platform)
-        m.d.comb += [mul.a.eq(self.x), mul.b.eq(active)]
+        if self._own_multiplier:
+            m.submodules.mul = bank = ProductBank(1, signed(X_WIDTH), signed(self._weight_bits),
+                                                  family=dsp_family(platform))
+            mul_a, mul_b, product = bank.a[0], bank.b[0], bank.p[0]
+        else:
+            mul_a, mul_b, product = self.mul_a, self.mul_b, self.mul_p
+        m.d.comb += [mul_a.eq(self.x), mul_b.eq(active)]
         m.d.sync += [
             self.x_out.eq(self.x),
             self.swap_out.eq(self.swap),
-            self.psum_out.eq(self.psum_in + mul.p),  # truncated to acc_width: wraps
+            self.psum_out.eq(self.psum_in + product),  # truncated to acc_width: wraps
         ]
         return m

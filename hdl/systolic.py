@@ -5,6 +5,7 @@ from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import HardwareConfig
+from .dsp import ProductBank, dsp_family
 from .pe import X_WIDTH, ProcessingElement
 
 __all__ = ["SystolicArray"]
@@ -55,17 +56,21 @@ class SystolicArray(wiring.Component):
     Inputs are registered on entry. Input row element ``r`` reaches PE ``(r, 0)`` ``r``
     cycles later than element 0 (the skew), and moves one PE to the right per cycle; the
     swap flag runs one cycle ahead of its row so that the PE's multiplier reads a
-    registered weight. Partial sums move one PE down per cycle; column ``c``'s sum leaves
-    the bottom row ``c`` cycles after column 0's and is delayed by ``cols - 1 - c`` cycles
-    (the deskew). Weight rows are skewed the same way: column ``c`` of a loaded row reaches
-    its PE ``c`` cycles after column 0. With the x transfer of a ``first`` row in cycle
-    ``T``, PE ``(r, c)`` swaps at the edge ending cycle ``T + 1 + r + c``, and a weight
-    row ``r`` loaded in cycle ``L`` is written into PE ``(r, c)`` at the edge ending cycle
-    ``L + 1 + c``. Every row of the tile is loaded by ``L <= T - 1`` (it is full before the
-    swap is accepted), so it is written before its swap; the next tile's row ``r`` is
-    loaded at ``L >= T + 1 + r`` (``load.ready`` rises at ``T + 1``, rows go in order), so
-    it is written after the swap has passed. The shadow tile can thus be refilled while the
-    previous swap wavefront is still crossing the array.
+    registered weight. Each PE registers its product (in a DSP block on the chips: the
+    products of all PEs come from one :class:`~accel.hdl.dsp.ProductBank`) and adds it to
+    the partial sum from above one cycle later, so rows enter the PEs one cycle earlier
+    than the partial sums need them. Partial sums move one PE down per cycle; column
+    ``c``'s sum leaves the bottom row ``c`` cycles after column 0's and is delayed by
+    ``cols - 1 - c`` cycles (the deskew). Weight rows are skewed the same way, unregistered
+    on entry: column ``c`` of a loaded row reaches its PE ``c`` cycles after column 0. With
+    the x transfer of a ``first`` row in cycle ``T``, PE ``(r, c)`` swaps at the edge
+    ending cycle ``T + r + c``, and a weight row ``r`` loaded in cycle ``L`` is written
+    into PE ``(r, c)`` at the edge ending cycle ``L + c``. Every row ``r`` of the tile is
+    loaded by ``L <= T - rows + r`` (the tile is full before the swap is accepted), so it
+    is written before its swap; the next tile's row ``r`` is loaded at ``L >= T + 1 + r``
+    (``load.ready`` rises at ``T + 1``, rows go in order), so it is written after the swap
+    has passed. The shadow tile can thus be refilled while the previous swap wavefront is
+    still crossing the array.
 
     Parameters
     ----------
@@ -140,41 +145,37 @@ class SystolicArray(wiring.Component):
         with m.Elif(load_fire):
             m.d.sync += loaded.eq(loaded + 1)
 
-        # -- weight rows: register, then skew by column ----------------------------------
-        w_valid = Signal()
-        w_row = Signal(range(rows))
-        w_data = Signal.like(self.load.payload)
-        m.d.sync += [
-            w_valid.eq(load_fire),
-            w_row.eq(loaded),
-            w_data.eq(self.load.payload),
-        ]
-        col_valid = _delay_taps(m, w_valid, cols - 1, "w_valid")
-        col_row = _delay_taps(m, w_row, cols - 1, "w_row")
-        col_w = [_delay_taps(m, w_data[c], c, f"w_col{c}")[c] for c in range(cols)]
+        # -- weight rows: skew by column (no entry register, see the docstring) ----------
+        col_valid = _delay_taps(m, load_fire, cols - 1, "w_valid")
+        col_row = _delay_taps(m, loaded, cols - 1, "w_row")
+        col_w = [_delay_taps(m, self.load.payload[c], c, f"w_col{c}")[c] for c in range(cols)]
 
         # -- input rows: register, then skew by row --------------------------------------
         in_valid = Signal()
-        in_first = Signal()
         in_data = Signal.like(self.x.payload.data)
         in_tag = Signal(self._tag_width)
         m.d.sync += [
             in_valid.eq(self.x.valid & self.x.ready),
-            in_first.eq(swap_fire),
             in_data.eq(self.x.payload.data),
             in_tag.eq(self.x.payload.tag),
         ]
-        # Row r: the swap flag is delayed r cycles, the data r + 1 (one cycle behind it).
-        row_swap = _delay_taps(m, in_first, rows - 1, "swap")
-        row_x = [_delay_taps(m, in_data[r], r + 1, f"x_row{r}")[r + 1] for r in range(rows)]
+        # Row r: the swap flag is delayed r cycles from its transfer, the data r from the
+        # entry register (one cycle behind the flag).
+        row_swap = _delay_taps(m, swap_fire, rows - 1, "swap")
+        row_x = [_delay_taps(m, in_data[r], r, f"x_row{r}")[r] for r in range(rows)]
 
-        # -- the PE grid -----------------------------------------------------------------
+        # -- the PE grid, its products packed into one bank of DSP blocks ----------------
+        m.submodules.products = bank = ProductBank(
+            rows * cols, signed(X_WIDTH), signed(self._config.weight_bits), family=dsp_family(platform))
         pes = [[None] * cols for _ in range(rows)]
         for r in range(rows):
             for c in range(cols):
                 pe = ProcessingElement(weight_bits=self._config.weight_bits,
-                                       acc_width=self._config.acc_width)
+                                       acc_width=self._config.acc_width, own_multiplier=False)
                 m.submodules[f"pe_{r}_{c}"] = pes[r][c] = pe
+                lane = r * cols + c
+                m.d.comb += [bank.a[lane].eq(pe.mul_a), bank.b[lane].eq(pe.mul_b),
+                             pe.mul_p.eq(bank.p[lane])]
                 if c == 0:
                     m.d.comb += [pe.x.eq(row_x[r]), pe.swap.eq(row_swap[r])]
                 else:

@@ -123,17 +123,20 @@ def test_pe_swaps_one_cycle_ahead_and_wraps():
         return ctx.get(pe.x_out), ctx.get(pe.swap_out), ctx.get(pe.psum_out)
 
     async def testbench(ctx):
+        # The product is registered: psum_out adds the product of the previous cycle's x.
         assert await cycle(ctx, x=5, psum_in=9) == (5, 0, 9)            # active weight 0
         await cycle(ctx, w=-256, w_load=1)                              # shadow only
         assert (await cycle(ctx, x=3, psum_in=1, swap=1))[2] == 1       # swap: not yet active
-        assert (await cycle(ctx, x=-256, psum_in=1))[2] == 65537        # -256 * -256
-        assert (await cycle(ctx, x=255, psum_in=2**31 - 1))[2] == 2**31 - 1 - 65280
-        assert (await cycle(ctx, x=-256, psum_in=2**31 - 1))[2] == -2**31 + 65535  # wraps
+        assert (await cycle(ctx, x=-256, psum_in=1))[2] == 1            # 3 * 0 from the last cycle
+        assert (await cycle(ctx, x=255, psum_in=1))[2] == 65537         # -256 * -256
+        assert (await cycle(ctx, x=-256, psum_in=2**31 - 1))[2] == 2**31 - 1 - 65280
+        assert (await cycle(ctx, psum_in=2**31 - 1))[2] == -2**31 + 65535  # wraps
         # swap and load on one edge: active takes the old shadow
         await cycle(ctx, w=7, w_load=1)
         await cycle(ctx, swap=1, w=-5, w_load=1)
-        assert await cycle(ctx, x=3, swap=1) == (3, 1, 21)
-        assert (await cycle(ctx, x=3))[2] == -15
+        assert await cycle(ctx, x=3, swap=1) == (3, 1, 0)
+        assert (await cycle(ctx, x=3))[2] == 21
+        assert (await cycle(ctx))[2] == -15
 
     simulate(lambda: (pe, [testbench]))
 

@@ -5,7 +5,8 @@ collection. ``PE_WEIGHT_BITS`` and ``PE_ACC_WIDTH`` in the simulator's environme
 the PE's widths (default 9 and 32).
 
 Each cycle the bench drives new inputs just after a falling clock edge and checks the
-registered outputs at the next falling edge against :class:`PeModel`.
+registered outputs at the next falling edge against :class:`PeModel`. The product is
+registered, so ``psum_out`` adds the product of the previous cycle's ``x``.
 """
 
 import os
@@ -35,13 +36,14 @@ class PeModel:
         self.reset()
 
     def reset(self):
-        self.shadow = self.active = 0
+        self.shadow = self.active = self.product = 0
         self.x_out = self.swap_out = self.psum_out = 0
 
     def step(self, x, swap, psum_in, w, w_load):
         """Apply one clock edge; return ``(x_out, swap_out, psum_out)`` after it."""
         self.x_out, self.swap_out = x, swap
-        self.psum_out = wrap(psum_in + x * self.active, self.acc_width)
+        self.psum_out = wrap(psum_in + self.product, self.acc_width)  # the previous cycle's product
+        self.product = x * self.active
         if swap:
             self.active = self.shadow  # the shadow from before this edge
         if w_load:
@@ -115,13 +117,15 @@ async def test_extreme_products(dut):
         await bench.cycle(0, 0, 0, w, 1)          # shadow <= w
         await bench.cycle(0, 1, 0, 0, 0)          # active <= w
         for x in (X_MIN, X_MAX, -1, 1, 0):
-            _, _, psum = await bench.cycle(x, 0, 12345, 0, 0)
+            await bench.cycle(x, 0, 0, 0, 0)      # product <= x * w
+            _, _, psum = await bench.cycle(0, 0, 12345, 0, 0)
             assert psum == 12345 + x * w
     # -256 * -256 on top of the largest partial sum wraps around.
     if w_bits == 9:
         await bench.cycle(0, 0, 0, -256, 1)
         await bench.cycle(0, 1, 0, 0, 0)
-        _, _, psum = await bench.cycle(-256, 0, (1 << 31) - 1, 0, 0)
+        await bench.cycle(-256, 0, 0, 0, 0)
+        _, _, psum = await bench.cycle(0, 0, (1 << 31) - 1, 0, 0)
         assert psum == wrap((1 << 31) - 1 + 65536, bench.model.acc_width)
 
 
@@ -132,9 +136,10 @@ async def test_load_and_swap_on_one_edge(dut):
     await bench.start()
     await bench.cycle(0, 0, 0, 7, 1)
     await bench.cycle(0, 1, 0, -5, 1)             # active <= 7, shadow <= -5
-    assert (await bench.cycle(3, 0, 0, 0, 0))[2] == 21
-    await bench.cycle(0, 1, 0, 0, 0)              # active <= -5
-    assert (await bench.cycle(3, 0, 0, 0, 0))[2] == -15
+    await bench.cycle(3, 0, 0, 0, 0)              # product <= 3 * 7
+    assert (await bench.cycle(0, 1, 0, 0, 0))[2] == 21   # active <= -5
+    await bench.cycle(3, 0, 0, 0, 0)
+    assert (await bench.cycle(0, 0, 0, 0, 0))[2] == -15
 
 
 @cocotb.test()

