@@ -14,6 +14,7 @@ __all__ = [
     "ShapeError",
     "InputMismatchError",
     "DeviceError",
+    "BoardError",
 ]
 
 
@@ -47,3 +48,7 @@ class InputMismatchError(AccelError):
 
 class DeviceError(AccelError):
     """Report a device that does not exist or cannot run the given model."""
+
+
+class BoardError(AccelError):
+    """Report a bad board, baud rate or clock, a design that does not fit or meet timing, or a failed build or flash."""

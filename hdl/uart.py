@@ -12,7 +12,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.cdc import FFSynchronizer
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["MIN_DIVISOR", "UartRx", "UartTx", "uart_divisor"]
+__all__ = ["MIN_DIVISOR", "UartRx", "UartTx", "check_divisor", "uart_divisor"]
 
 #: Fewest clocks per bit the receiver accepts: it needs a half bit to find the middle.
 MIN_DIVISOR = 4
@@ -20,7 +20,8 @@ MIN_DIVISOR = 4
 _COUNTER_BITS = 16
 
 
-def _check_divisor(divisor):
+def check_divisor(divisor):
+    """Raise ``ValueError`` unless ``divisor`` is an integer number of clocks per bit the UART can use."""
     if not isinstance(divisor, int) or isinstance(divisor, bool) or divisor < MIN_DIVISOR:
         raise ValueError(f"divisor must be an integer of at least {MIN_DIVISOR} clocks per bit, "
                          f"not {divisor!r}")
@@ -60,7 +61,7 @@ class UartTx(wiring.Component):
     busy: Out(1)
 
     def __init__(self, divisor: int):
-        _check_divisor(divisor)
+        check_divisor(divisor)
         self._divisor = divisor
         super().__init__()
 
@@ -133,7 +134,7 @@ class UartRx(wiring.Component):
     overruns: Out(_COUNTER_BITS)
 
     def __init__(self, divisor: int):
-        _check_divisor(divisor)
+        check_divisor(divisor)
         self._divisor = divisor
         super().__init__()
 
