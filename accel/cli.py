@@ -3,7 +3,9 @@
 ``accel inspect MODEL.onnx`` prints the canonical layer table; ``accel compile MODEL.onnx
 --config PRESET -o MODEL.accel`` compiles a model into an artifact; ``accel report
 MODEL.accel`` prints its per-layer cycles and utilization; ``accel run MODEL.{onnx,accel}
---input X.npy -o Y.npy --device golden|emu|rtl`` runs a model or an artifact on a device.
+--input X.npy -o Y.npy --device golden|emu|rtl`` runs a model or an artifact on a device;
+``accel build --board B`` builds a board's bitstream and ``accel flash --board B FILE``
+programs it.
 Errors in the user's input print one line and exit with status 2.
 """
 
@@ -19,7 +21,7 @@ from . import __version__
 from .api import device_names, load_model, open_device
 from .artifact import ArtifactError, is_artifact, load_artifact
 from .config import preset, preset_names
-from .errors import AccelError, DeviceError
+from .errors import AccelError, BoardError, DeviceError
 from .report import format_table, report_text, summary_line
 
 __all__ = ["main"]
@@ -155,6 +157,26 @@ def cmd_run(args):
         print(f"{name}: {value.dtype.name}{list(value.shape)} -> {args.output}")
 
 
+def cmd_build(args):
+    from .build import build_board
+    from .boards import get_board
+    board = get_board(args.board)
+    result = build_board(board, args.config or board.name, args.output or os.path.join("build", board.name),
+                         seed=args.seed, seeds=args.seeds, baud=args.baud)
+    print(result.summary_line())
+    if result.bitstream is not None:
+        print(f"bitstream: {result.bitstream}")
+    print(f"report: {result.out_dir / 'report.md'}")
+    if not result.passed:
+        raise BoardError(result.summary_line())
+
+
+def cmd_flash(args):
+    from .flash import flash
+    command = flash(args.board, args.bitstream, dry_run=args.dry_run)
+    print(" ".join(command) if args.dry_run else f"programmed {args.board} with {args.bitstream}")
+
+
 def build_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="accel", description="Compile and run quantized ONNX models on accel.")
     parser.add_argument("--version", action="version", version=f"accel {__version__}")
@@ -185,6 +207,22 @@ def build_parser() -> argparse.ArgumentParser:
                    "to require of an artifact")
     p.add_argument("--batch", "-b", type=int, help="inferences per run when compiling an .onnx (default 1)")
     p.set_defaults(func=cmd_run)
+
+    from .boards import board_names
+    p = sub.add_parser("build", help="build a board's bitstream (Yosys, nextpnr, icepack/ecppack from YoWASP)")
+    p.add_argument("--board", required=True, help=f"board: {', '.join(board_names())}")
+    p.add_argument("--config", "-c", help="hardware config (default: the preset named like the board)")
+    p.add_argument("--output", "-o", help="build directory (default build/BOARD)")
+    p.add_argument("--seed", type=int, default=1, help="first nextpnr placement seed (default 1)")
+    p.add_argument("--seeds", type=int, default=1, help="seeds to try; reports min/median/max fmax (default 1)")
+    p.add_argument("--baud", type=int, help="UART baud rate (default: the board's, 3000000)")
+    p.set_defaults(func=cmd_build)
+
+    p = sub.add_parser("flash", help="program a board with a bitstream (openFPGALoader, or iceprog)")
+    p.add_argument("--board", required=True, help=f"board: {', '.join(board_names())}")
+    p.add_argument("bitstream", help="bitstream from accel build (.bin for icebreaker, .bit for ulx3s-85f)")
+    p.add_argument("--dry-run", action="store_true", help="print the programming command instead of running it")
+    p.set_defaults(func=cmd_flash)
     return parser
 
 
