@@ -260,3 +260,8 @@ def _lazy_device(module: str, cls: str):
 # Engines that need the hardware stack import it only when opened.
 register_device("emu", _lazy_device("accel.sim.emulator", "EmulatorDevice"))
 register_device("rtl", _lazy_device("accel.sim.rtl", "RtlDevice"))
+# The framed host link (accel.driver): a board on a serial port, the board top in Verilator
+# (UART included), and the link in front of the core without the UART (fast, for tests).
+register_device("serial:", _lazy_device("accel.driver", "SerialDevice"))
+register_device("board-sim", _lazy_device("accel.sim.board_sim", "BoardSimDevice"))
+register_device("link-sim", _lazy_device("accel.sim.board_sim", "LinkSimDevice"))

@@ -15,6 +15,7 @@ __all__ = [
     "InputMismatchError",
     "DeviceError",
     "BoardError",
+    "LinkError",
 ]
 
 
@@ -52,3 +53,7 @@ class DeviceError(AccelError):
 
 class BoardError(AccelError):
     """Report a bad board, baud rate or clock, a design that does not fit or meet timing, or a failed build or flash."""
+
+
+class LinkError(DeviceError):
+    """Report a host link that failed after bounded retries (timeouts, damaged or refused frames)."""

@@ -51,7 +51,7 @@ from ..config import HardwareConfig, preset
 from ..errors import DeviceError
 from ..runtime import HardwareDevice, Target, parse_reply, reply_length, request_bytes
 from . import verilator
-from .rtl_host import (ANSWER, HELLO, HELLO_MAGIC, KIND_QUIT, KIND_TRANSACT, OUTCOME_OK,
+from .rtl_host import (ANSWER, HELLO, HELLO_MAGIC, KIND_EXCHANGE, KIND_QUIT, KIND_TRANSACT, OUTCOME_OK,
                        REQUEST)
 
 __all__ = ["TOP_NAME", "core_verilog", "build_core", "RtlTarget", "RtlDevice"]
@@ -67,11 +67,14 @@ def _progress(message: str) -> None:
     print(f"[accel.sim.rtl] {message}", file=sys.stderr, flush=True)
 
 
-def _hdl_fingerprint() -> str:
-    """Return a hash of every source file the core's Verilog depends on."""
+def _hdl_fingerprint(boards: bool = False) -> str:
+    """Return a hash of every source file the core's Verilog (``boards``: and the board tops') depends on."""
     from .. import config as config_module
     from .. import hdl
     sources = sorted(Path(hdl.__file__).resolve().parent.glob("*.py"))
+    if boards:
+        from .. import boards as boards_module
+        sources += sorted(Path(boards_module.__file__).resolve().parent.glob("*.py"))
     accel_dir = Path(config_module.__file__).resolve().parent
     sources += [accel_dir / name for name in ("config.py", "isa.py", "numerics.py")]
     digest = hashlib.sha256()
@@ -113,25 +116,29 @@ def _cache_root(cache_root) -> Path:
     return Path(cache_root).expanduser().resolve()
 
 
-def core_verilog(config: HardwareConfig, cache_root=None) -> str:
+def core_verilog(config: HardwareConfig, cache_root=None, *, top: str = TOP_NAME, factory=None,
+                 variant: str = "") -> str:
     """Return the Verilog of ``AcceleratorCore(config)``, converting only on a cache miss.
 
     The cache key covers the config, the HDL sources and the Amaranth version, because
-    converting the core with its large memories takes several seconds.
+    converting the core with its large memories takes several seconds. ``factory(config)``
+    builds another top-level around the core instead (module ``top``; ``variant`` names
+    its other parameters in the cache key; board tops are fingerprinted too).
     """
-    identity = json.dumps({"config": config.to_dict(), "hdl": _hdl_fingerprint(), "top": TOP_NAME},
-                          sort_keys=True)
+    identity = json.dumps({"config": config.to_dict(), "hdl": _hdl_fingerprint(boards=factory is not None),
+                           "top": top, "variant": variant}, sort_keys=True)
     key = hashlib.sha256(identity.encode()).hexdigest()[:16]
-    path = _cache_root(cache_root) / "verilog" / f"{TOP_NAME}-{config.name}-{key}.v"
+    path = _cache_root(cache_root) / "verilog" / f"{top}-{config.name}-{key}.v"
     if path.is_file():
         return path.read_text()
     from amaranth.back import verilog as amaranth_verilog
 
     from ..hdl.core import AcceleratorCore
 
-    _progress(f"converting AcceleratorCore({config.name}) to Verilog ...")
+    _progress(f"converting {top} ({config.name}) to Verilog ...")
     started = time.perf_counter()
-    text = amaranth_verilog.convert(AcceleratorCore(config), name=TOP_NAME, emit_src=False)
+    design = AcceleratorCore(config) if factory is None else factory(config)
+    text = amaranth_verilog.convert(design, name=top, emit_src=False)
     text = _strip_zero_memory_init(text)
     path.parent.mkdir(parents=True, exist_ok=True)
     tmp = path.with_suffix(f".{os.getpid()}.tmp")
@@ -143,10 +150,11 @@ def core_verilog(config: HardwareConfig, cache_root=None) -> str:
 
 
 
-def build_core(config: HardwareConfig, cache_root=None, waves: bool = False) -> verilator.BuildHandle:
-    """Build (or find in the cache) the Verilator simulator of ``AcceleratorCore(config)``."""
-    return verilator.build(core_verilog(config, cache_root), TOP_NAME, cache_root=_cache_root(cache_root),
-                           waves=waves)
+def build_core(config: HardwareConfig, cache_root=None, waves: bool = False, *, top: str = TOP_NAME,
+               factory=None, variant: str = "") -> verilator.BuildHandle:
+    """Build (or find in the cache) the Verilator simulator of ``AcceleratorCore(config)`` (or of ``factory``'s top)."""
+    return verilator.build(core_verilog(config, cache_root, top=top, factory=factory, variant=variant), top,
+                           cache_root=_cache_root(cache_root), waves=waves)
 
 
 class _Session:
@@ -220,6 +228,9 @@ class RtlTarget(Target):
         Probabilities of an idle cycle on ``i`` and of a stalled cycle on ``o`` (tests).
     seed : int
         Seed of those random stalls.
+    top, factory, variant
+        Simulate ``factory(config)`` as module ``top`` instead of the bare core (see
+        :func:`core_verilog`); it must have the core's ``i``/``o`` byte streams.
 
     Attributes
     ----------
@@ -232,7 +243,8 @@ class RtlTarget(Target):
     """
 
     def __init__(self, config, *, cache_root=None, waves: bool | None = None, timeout: float | None = 600.0,
-                 max_cycles: int = 0, idle: float = 0.0, backpressure: float = 0.0, seed: int = 0):
+                 max_cycles: int = 0, idle: float = 0.0, backpressure: float = 0.0, seed: int = 0,
+                 top: str = TOP_NAME, factory=None, variant: str = ""):
         config = preset(config) if isinstance(config, str) else config
         if not isinstance(config, HardwareConfig):
             raise TypeError(f"config must be a HardwareConfig or a preset name, not {config!r}")
@@ -249,13 +261,13 @@ class RtlTarget(Target):
         self.last_cycles = 0
         self._broken: str | None = None
         root = _cache_root(cache_root)
-        self.build = build_core(config, root, waves=bool(waves))
+        self.build = build_core(config, root, waves=bool(waves), top=top, factory=factory, variant=variant)
 
         session = self._session = _Session()
         # A target dropped without close() (or still open at exit): ask the simulator to finish.
         self._finalizer = weakref.finalize(self, session.close, True, 5.0)
         try:
-            runs = root / "runs" / TOP_NAME
+            runs = root / "runs" / top
             runs.mkdir(parents=True, exist_ok=True)
             session.run_dir = self.run_dir = Path(tempfile.mkdtemp(prefix="rtl-", dir=runs))
             session.keep_run_dir = self.build.waves
@@ -392,6 +404,32 @@ class RtlTarget(Target):
             self._fail(f"rtl: the core stopped answering: no byte moved for {self.max_cycles} cycles "
                        f"(got {n} of {reply_length} reply bytes after {cycles} cycles)")
         return reply
+
+    def exchange(self, request: bytes, reply_length: int, max_cycles: int) -> tuple[bytes, int, bool]:
+        """Send raw bytes; return up to ``reply_length`` reply bytes, the cycles spent and whether time ran out.
+
+        Unlike :meth:`transact`, running out of ``max_cycles`` without a byte moving is a normal
+        outcome (a lossy link being drained or timed out) and the session goes on.
+        """
+        if self._broken:
+            raise DeviceError(f"rtl: this target is unusable after an earlier error ({self._broken})")
+        if self._session.sock is None:
+            raise DeviceError("rtl: the target is closed")
+        try:
+            self._session.sock.sendall(REQUEST.pack(KIND_EXCHANGE, len(request), reply_length, max_cycles)
+                                       + bytes(request))
+            outcome, cycles, n = ANSWER.unpack(self._recv(ANSWER.size, self.timeout))
+            reply = self._recv(n, self.timeout)
+        except DeviceError:
+            raise
+        except OSError as exc:
+            self._fail(f"rtl: the simulator closed the connection ({exc})")
+        except BaseException:
+            self._broken = "a request was interrupted"
+            self._session.close(graceful=False)
+            raise
+        self.last_cycles = cycles
+        return reply, cycles, outcome != OUTCOME_OK
 
     def close(self):
         """End the simulation cleanly (writing the FST, if any) and release its resources."""
