@@ -248,16 +248,16 @@ class _Runner:
     def elapsed(self) -> str:
         return f"[{time.monotonic() - self.started:6.1f} s]"
 
-    def run(self, stage: str, argv: list[str]) -> bool:
-        """Run one command; return whether it succeeded. Its output is appended to the log."""
-        tool = self.env.get(argv[0][1:], argv[0]) if argv[0].startswith("$") else argv[0]
+    def run(self, stage: str, variable: str, args: list[str]) -> bool:
+        """Run the tool named by ``$variable`` with ``args``; return whether it succeeded (output to the log)."""
+        tool = self.env[variable]
         self.progress(f"{self.elapsed()} {stage} ...")
         t0 = time.monotonic()
         with open(self.log, "a") as log:
-            log.write(f"\n$ {shlex.join([tool, *argv[1:]])}\n")
+            log.write(f"\n$ {shlex.join([tool, *args])}\n")
             log.flush()
             try:
-                proc = subprocess.Popen([tool, *argv[1:]], cwd=self.out_dir, env=self.env, stdout=log,
+                proc = subprocess.Popen([tool, *args], cwd=self.out_dir, env=self.env, stdout=log,
                                         stderr=subprocess.STDOUT, stdin=subprocess.DEVNULL)
             except FileNotFoundError:
                 raise BoardError(f"{tool}: not found; install the YoWASP tools with `pip install -e .` "
@@ -362,7 +362,7 @@ def build_board(board, config: HardwareConfig | str | None = None, out_dir=None,
                          clocks=[], fmax_by_seed={}, failures=[], out_dir=out_dir, bitstream=None, log=log,
                          seconds=0.0)
 
-    if not runner.run(_STAGES[synth_var], ["$" + synth_var, *by_var[synth_var]]):
+    if not runner.run(_STAGES[synth_var], synth_var, by_var[synth_var]):
         raise BoardError(f"{board.name}: synthesis failed: {_last_error(log)} (log: {log})")
 
     # Place and route once per seed; keep each seed's outputs apart, pack the fastest.
@@ -375,7 +375,7 @@ def build_board(board, config: HardwareConfig | str | None = None, out_dir=None,
         argv = _set_option(argv, "--log", f"{name}.seed{s}.tim")
         argv = _set_option(argv, pnr_output, f"seed{s}.{placed}")
         label = _STAGES[pnr_var] + (f", seed {s}" if seeds > 1 else "")
-        ok = runner.run(label, ["$" + pnr_var, *argv])
+        ok = runner.run(label, pnr_var, argv)
         report_path = out_dir / f"{name}.seed{s}.report.json"
         if ok and report_path.is_file():
             resources, clocks = parse_nextpnr_report(json.loads(report_path.read_text()), board.resources,
@@ -390,7 +390,7 @@ def build_board(board, config: HardwareConfig | str | None = None, out_dir=None,
             over = [r for r in resources if not r.fits]
             if over:  # the design does not fit: more seeds will not help
                 result.resources = resources
-                result.failures = [f"does not fit: " + ", ".join(
+                result.failures = ["does not fit: " + ", ".join(
                     f"{r.label} {r.used:,}/{r.total:,} ({r.used / r.total:.0%})" for r in over)]
                 break
             result.failures = [f"place and route failed with seed {s}: {_last_error(out_dir / f'{name}.seed{s}.tim')}"]
@@ -410,7 +410,7 @@ def build_board(board, config: HardwareConfig | str | None = None, out_dir=None,
                 result.failures.append(f"misses timing: {c.name} fmax {c.fmax_mhz:.2f} MHz < target "
                                        f"{c.target_mhz:g} MHz")
         shutil.copyfile(out_dir / f"seed{best}.{placed}", out_dir / placed)
-        if runner.run(_STAGES[pack_var], ["$" + pack_var, *by_var[pack_var]]):
+        if runner.run(_STAGES[pack_var], pack_var, by_var[pack_var]):
             result.bitstream = out_dir / f"{name}.{board.bitstream_suffix}"
         else:
             result.failures.append(f"packing failed: {_last_error(log)}")

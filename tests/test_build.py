@@ -18,6 +18,8 @@ from accel.build import (BuildResult, ClockTiming, ResourceUse, _script_commands
                          parse_nextpnr_log_utilization, parse_nextpnr_report)
 from accel.flash import flash_command
 
+from .test_artifact import one_line_error
+
 ICE = get_board("icebreaker")
 ULX = get_board("ulx3s-85f")
 
@@ -46,15 +48,6 @@ ERROR: Unable to place cell 'x', no BELs remaining to implement cell type 'DP16K
 def cli(*args, env=None):
     return subprocess.run([sys.executable, "-m", "accel.cli", *map(str, args)], capture_output=True, text=True,
                           env=env)
-
-
-def one_line_error(proc, *fragments):
-    assert proc.returncode == 2, (proc.returncode, proc.stdout, proc.stderr)
-    lines = proc.stderr.strip().splitlines()
-    assert len(lines) == 1 and "Traceback" not in proc.stderr, proc.stderr
-    for fragment in fragments:
-        assert fragment in lines[0], (fragment, lines[0])
-    return lines[0]
 
 
 def result_with(resources, clocks, failures=(), seeds=None):

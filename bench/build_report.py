@@ -1,0 +1,49 @@
+"""Build each board's preset bitstream and commit the report summary to ``bench/results/build_<board>.{md,json}``.
+
+Runs :func:`accel.build.build_board` (the same flow as ``accel build``) for each board,
+then writes the build report with the git commit, date and machine on top. A design that
+does not fit or misses timing is recorded as FAIL with its numbers, not skipped.
+
+Run: ``python bench/build_report.py [--board icebreaker|ulx3s-85f ...] [--seeds N] [--keep DIR]``.
+"""
+
+from __future__ import annotations
+
+import argparse
+import datetime
+import json
+import pathlib
+import sys
+import tempfile
+
+sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
+
+from accel.boards import board_names  # noqa: E402
+from accel.build import build_board, format_report  # noqa: E402
+from benchlib import RESULTS, commit, machine  # noqa: E402
+
+
+def main():
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--board", action="append", choices=board_names(), help="board(s) to build (default: all)")
+    parser.add_argument("--seed", type=int, default=1, help="first placement seed (default 1)")
+    parser.add_argument("--seeds", type=int, default=1, help="placement seeds to try (default 1)")
+    parser.add_argument("--keep", metavar="DIR", help="build in DIR/<board> and keep the files")
+    args = parser.parse_args()
+    RESULTS.mkdir(parents=True, exist_ok=True)
+    with tempfile.TemporaryDirectory() as tmp:
+        for board in args.board or board_names():
+            out_dir = pathlib.Path(args.keep or tmp) / board
+            result = build_board(board, out_dir=out_dir, seed=args.seed, seeds=args.seeds)
+            meta = {"commit": commit(), "date": datetime.datetime.now(datetime.timezone.utc).isoformat(
+                timespec="seconds"), "machine": machine()}
+            (RESULTS / f"build_{board}.json").write_text(json.dumps({**meta, **result.to_dict()}, indent=1) + "\n")
+            (RESULTS / f"build_{board}.md").write_text(
+                format_report(result) + f"\ncommit {meta['commit']}, {meta['date']}, {meta['machine']['cpu']} "
+                f"({meta['machine']['cores']} cores). Command: `accel build --board {board}`.\n")
+            print(result.summary_line())
+            print(f"wrote bench/results/build_{board}.md and .json (commit {meta['commit']})")
+
+
+if __name__ == "__main__":
+    main()
