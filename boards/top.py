@@ -14,8 +14,10 @@ returns a component with these members (directions from the link's side):
   (the raw host-link protocol of ``docs/isa.md``);
 * ``core_o: In(stream.Signature(8))``: the core's reply bytes (its ``o`` stream).
 
-:class:`RawLink` (the default) passes the raw protocol straight through. A framed link
-(``accel.hdl.link.FramedLink``) plugs in with ``link=FramedLink``.
+:class:`~accel.hdl.link.FramedLink` (the default) carries the raw protocol in checksummed
+frames (``docs/protocol.md``); it may also have ``core_busy: In(1)`` and ``core_reset: Out(1)``,
+which the top wires to the core's busy flag and reset. :class:`RawLink` passes the raw
+protocol straight through (``link=RawLink``).
 
 ``sim=True`` builds the same top without a platform: no PLL, no pins; the ``sync`` domain
 comes from outside and the UART lines and LEDs are ports, so Verilator can run it.
@@ -23,7 +25,7 @@ comes from outside and the UART lines and LEDs are ports, so Verilator can run i
 bytes at stream level (the harness has the core's ``i``/``o`` stream ports).
 """
 
-from amaranth.hdl import ClockDomain, ClockSignal, Module, Signal
+from amaranth.hdl import ClockDomain, ClockSignal, Module, ResetInserter, Signal
 from amaranth.lib import io, stream, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -32,6 +34,7 @@ from amaranth.lib.wiring import In, Out
 from ..config import HardwareConfig
 from ..errors import BoardError
 from ..hdl.core import AcceleratorCore
+from ..hdl.link import FramedLink
 from ..hdl.uart import UartRx, UartTx, check_divisor
 from .board import Board, get_board, uart_settings
 from .pll import Ecp5Pll, Ice40Pll, PllSettings, pll_settings
@@ -90,7 +93,7 @@ class BoardTop(wiring.Component):
     baud : int, optional
         Line rate on a platform (default: the board's ``default_baud``).
     link : callable, optional
-        The host-link stage factory (see the module documentation); :class:`RawLink` by default.
+        The host-link stage factory (see the module documentation); :class:`~accel.hdl.link.FramedLink` by default.
     sim : bool
         Build without PLL and pins; then ``divisor`` (clocks per bit) is required.
     divisor : int, optional
@@ -109,7 +112,7 @@ class BoardTop(wiring.Component):
         Status LEDs in :data:`LED_ROLES` order.
     """
 
-    def __init__(self, config: HardwareConfig, board, *, baud: int | None = None, link=RawLink,
+    def __init__(self, config: HardwareConfig, board, *, baud: int | None = None, link=FramedLink,
                  sim: bool = False, divisor: int | None = None, rx_fifo_depth: int = 16):
         if not isinstance(config, HardwareConfig):
             raise TypeError(f"config must be a HardwareConfig, not {config!r}")
@@ -177,11 +180,18 @@ class BoardTop(wiring.Component):
         c = self._config
 
         # -- the composition: UART <-> link <-> core ----------------------------------------
-        m.submodules.core = core = AcceleratorCore(c)
+        core = AcceleratorCore(c)
         m.submodules.uart_rx = uart_rx = UartRx(self._divisor)
         m.submodules.uart_tx = uart_tx = UartTx(self._divisor)
         m.submodules.rx_fifo = rx_fifo = SyncFIFOBuffered(width=8, depth=self._rx_fifo_depth)
         m.submodules.link = link = self._link(c)
+        # A link that can reset the core (FramedLink) gets it in a ResetInserter, and its busy flag.
+        if hasattr(link, "core_reset"):
+            m.submodules.core = ResetInserter(link.core_reset)(core)
+        else:
+            m.submodules.core = core
+        if hasattr(link, "core_busy"):
+            m.d.comb += link.core_busy.eq(core.busy)
         wiring.connect(m, uart_rx.o, rx_fifo.w_stream)
         wiring.connect(m, rx_fifo.r_stream, link.i)
         wiring.connect(m, link.o, uart_tx.i)
@@ -273,6 +283,6 @@ class BoardSimHarness(wiring.Component):
         return m
 
 
-def board_sim_harness(board, config: HardwareConfig, *, divisor: int, link=RawLink, **top_options) -> BoardSimHarness:
+def board_sim_harness(board, config: HardwareConfig, *, divisor: int, link=FramedLink, **top_options) -> BoardSimHarness:
     """Return the simulation harness of ``board``'s top for ``config``: host UART pair + ``BoardTop(sim=True)``."""
     return BoardSimHarness(BoardTop(config, board, sim=True, divisor=divisor, link=link, **top_options))

@@ -92,6 +92,9 @@ def _crc16_next(crc, byte):
 class FramedLink(wiring.Component):
     """Check request frames from ``i``, replay good ones into the core, and frame its replies on ``o``.
 
+    ``FramedLink(config)`` fits the board top's link-stage factory (``link=FramedLink``);
+    the config only sets the default timeout, ``2**timeout_bits`` cycles of about 4 ms.
+
     One frame is handled at a time (stop-and-wait). Bytes arriving while a frame executes
     or its reply goes out are dropped. A frame whose sequence number equals that of the
     last executed frame is answered again from the reply buffer without executing it
@@ -127,7 +130,11 @@ class FramedLink(wiring.Component):
     core_reset: Out(1)
     frame_error: Out(1)
 
-    def __init__(self, timeout_bits: int = 18):
+    def __init__(self, config=None, *, timeout_bits: int | None = None):
+        if timeout_bits is None:
+            # About 4 ms: longer than a USB bridge's gaps inside a frame, short enough to retry fast.
+            clock_hz = 30_000_000 if config is None else config.clock_hz
+            timeout_bits = max(4, (clock_hz // 250).bit_length())
         if not isinstance(timeout_bits, int) or not 4 <= timeout_bits <= 32:
             raise ValueError(f"timeout_bits must be an integer from 4 to 32, not {timeout_bits!r}")
         self._timeout_bits = timeout_bits

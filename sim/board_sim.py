@@ -54,7 +54,7 @@ class LinkedCore(wiring.Component):
 
     def elaborate(self, platform):
         m = Module()
-        m.submodules.link = link = FramedLink(self._timeout_bits)
+        m.submodules.link = link = FramedLink(timeout_bits=self._timeout_bits)
         core = AcceleratorCore(self._config)
         m.submodules.core = core = ResetInserter(link.core_reset)(core)
         wiring.connect(m, wiring.flipped(self.i), link.i)
@@ -124,4 +124,41 @@ class LinkSimDevice(LinkDevice):
                            factory=lambda c: LinkedCore(c, timeout_bits), variant=f"timeout{timeout_bits}")
         transport = SimTransport(target, config.clock_hz, self.name)
         options.setdefault("timeout", 4 * (1 << timeout_bits) / config.clock_hz)
+        super().__init__(transport, config=config, batch=batch, **options)
+
+
+class BoardSimDevice(LinkDevice):
+    """Run artifacts on a board top-level in Verilator, UART pins included (the ``board-sim`` device).
+
+    The design is :func:`accel.boards.board_sim_harness`: the board's top in sim mode (no
+    PLL, no pins) with the FramedLink, driven through a host-side UART pair, so every byte
+    crosses both UARTs at ``baud`` (default: the board's). ``divisor`` sets clocks per bit
+    directly instead (faster tests); ``config`` defaults to the board's preset.
+    """
+
+    def __init__(self, board: str = "icebreaker", config=None, batch: int = 1, *, baud: int | None = None,
+                 divisor: int | None = None, timeout_bits: int = SIM_TIMEOUT_BITS, cache_root=None, **options):
+        from ..boards import board_sim_harness, get_board
+        from ..hdl.uart import uart_divisor
+
+        config = _config_for(board, config)
+        if divisor is None:
+            baud = get_board(board).default_baud if baud is None else baud
+            divisor, error = uart_divisor(config.clock_hz, baud)
+            if abs(error) > 0.02:
+                raise DeviceError(f"board-sim: {baud:,} baud is {error:+.1%} off at {config.clock_hz / 1e6:g} MHz "
+                                  f"(divisor {divisor}); pick a baud rate that divides the clock")
+        elif baud is not None:
+            raise DeviceError("board-sim: give baud= or divisor=, not both")
+        self.name = f"board-sim:{board}"
+        self.divisor = divisor
+
+        def factory(c):
+            return board_sim_harness(board, c, divisor=divisor,
+                                     link=lambda cc: FramedLink(cc, timeout_bits=timeout_bits))
+        target = RtlTarget(config, cache_root=cache_root, top=f"board_sim_{board.replace('-', '_')}",
+                           factory=factory, variant=f"divisor{divisor}-timeout{timeout_bits}")
+        transport = SimTransport(target, config.clock_hz, self.name)
+        # Reply bytes come one UART frame (10 bits) apart; allow a link timeout plus a few frames.
+        options.setdefault("timeout", ((1 << timeout_bits) + 40 * divisor) * 4 / config.clock_hz)
         super().__init__(transport, config=config, batch=batch, **options)

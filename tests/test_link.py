@@ -31,7 +31,7 @@ def run_link(script, *, replies=None, core_stall=0, timeout_bits=TIMEOUT_BITS, b
     when the core has received a whole request: ``len`` known from the command). Returns
     (line bytes out, raw requests seen by the core, core reset pulses).
     """
-    dut = FramedLink(timeout_bits)
+    dut = FramedLink(timeout_bits=timeout_bits)
     out, core_bytes, resets = bytearray(), [], []
     state = {"done": False}
 
