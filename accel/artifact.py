@@ -13,8 +13,15 @@ The header holds the hardware config and its hash, the compiler version, the sou
 model's name and sha256, the batch size, the input/output descriptors (ABUF placement and
 quantization) and per-layer statistics. The sections hold the memory images: ``imem``
 (the program), ``wbuf`` (weights) and ``pbuf`` (per-channel parameters), each as words of
-``config.word_bytes(memory)`` bytes, and ``source``: the source ONNX model's bytes, so the
-golden model can run the artifact too and its sha256 can be checked.
+``config.word_bytes(memory)`` bytes, ``stream``: the weight-streaming segments 1, 2, ...
+(each an IMEM, WBUF and PBUF image, concatenated; the header's ``stream`` lists their word
+counts), and ``source``: the source ONNX model's bytes, so the golden model can run the
+artifact too and its sha256 can be checked.
+
+A model whose program, weights or parameters exceed the on-chip buffers is compiled into
+*segments*: ``imem``/``wbuf``/``pbuf`` are segment 0, and the program's ``STREAM``
+instructions pause the run until the host has written the segment they name (each image
+at address 0 of its memory, ``docs/isa.md``).
 """
 
 from __future__ import annotations
@@ -30,13 +37,15 @@ import numpy as np
 from .config import HardwareConfig
 from .errors import AccelError
 
-__all__ = ["MAGIC", "FORMAT_VERSION", "ArtifactError", "TensorPlacement", "Artifact", "load_artifact", "is_artifact",
+__all__ = ["MAGIC", "FORMAT_VERSION", "ArtifactError", "TensorPlacement", "StreamSegment", "Artifact", "load_artifact",
+           "is_artifact",
            "quantize_input", "dequantize_output",
            "words_to_bytes", "bytes_to_words"]
 
 MAGIC = b"ACCELART"
-FORMAT_VERSION = 1
-SECTIONS = ("imem", "wbuf", "pbuf", "source")
+FORMAT_VERSION = 2
+SECTIONS = ("imem", "wbuf", "pbuf", "stream", "source")
+IMAGES = ("imem", "wbuf", "pbuf")
 
 
 class ArtifactError(AccelError):
@@ -112,6 +121,22 @@ class TensorPlacement:
         return matrix.reshape(self.shape)
 
 
+@dataclass(frozen=True)
+class StreamSegment:
+    """Hold one weight-streaming segment: the IMEM, WBUF and PBUF images written at address 0 of each memory."""
+
+    imem: tuple
+    wbuf: tuple
+    pbuf: tuple
+
+    def words(self) -> dict[str, int]:
+        return {name: len(getattr(self, name)) for name in IMAGES}
+
+    def nbytes(self, config: HardwareConfig) -> int:
+        """Return the bytes the host link moves to load this segment (payload only)."""
+        return sum(len(getattr(self, name)) * config.word_bytes(name) for name in IMAGES)
+
+
 @dataclass
 class Artifact:
     """Hold a compiled model: config, program, memory images, I/O placement and layer statistics."""
@@ -129,14 +154,34 @@ class Artifact:
     compiler_version: str = ""
     dynamic_batch: bool = False
     source_onnx: bytes = b""
+    stream: list[StreamSegment] = field(default_factory=list)  # segments 1, 2, ... (segment 0 is imem/wbuf/pbuf)
 
     @property
     def config_hash(self) -> str:
         return self.config.config_hash
 
+    @property
+    def segments(self) -> list[StreamSegment]:
+        """Return every segment, 0 (the loaded images) first."""
+        return [StreamSegment(tuple(self.imem), tuple(self.wbuf), tuple(self.pbuf)), *self.stream]
+
+    @property
+    def streamed(self) -> bool:
+        """Return whether the program streams segments during each run."""
+        return bool(self.stream)
+
+    def stream_bytes(self) -> int:
+        """Return the bytes each run moves over the host link for its segments (0 when nothing streams).
+
+        A streamed run ends with the last segment loaded, so every run writes segment 0 again.
+        """
+        return sum(seg.nbytes(self.config) for seg in self.segments) if self.streamed else 0
+
     # -- writing ------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
-        blobs = {name: words_to_bytes(getattr(self, name), self.config.word_bytes(name)) for name in SECTIONS[:3]}
+        blobs = {name: words_to_bytes(getattr(self, name), self.config.word_bytes(name)) for name in IMAGES}
+        blobs["stream"] = b"".join(words_to_bytes(getattr(seg, name), self.config.word_bytes(name))
+                                   for seg in self.stream for name in IMAGES)
         blobs["source"] = self.source_onnx
         sections, offset = {}, 0
         for name in SECTIONS:
@@ -148,7 +193,7 @@ class Artifact:
             compiler_version=self.compiler_version, source=dict(name=self.source_name, sha256=self.source_sha256),
             batch=self.batch, dynamic_batch=self.dynamic_batch,
             inputs=[t.to_dict() for t in self.inputs], outputs=[t.to_dict() for t in self.outputs],
-            layers=self.layers, sections=sections)
+            layers=self.layers, sections=sections, stream=[seg.words() for seg in self.stream])
         head = json.dumps(header, sort_keys=True, default=_json_value).encode()
         return MAGIC + struct.pack("<II", FORMAT_VERSION, len(head)) + head + b"".join(blobs[n] for n in SECTIONS)
 
@@ -194,7 +239,18 @@ class Artifact:
             if config.config_hash != header["config_hash"]:
                 raise ArtifactError(f"{label}: header config hash {header['config_hash']} does not match its config "
                                     f"({config.config_hash}); the file was edited or made by another accel version")
+            stream, offset = [], 0
+            for counts in header["stream"]:
+                images = {}
+                for name in IMAGES:
+                    n = counts[name] * config.word_bytes(name)
+                    if offset + n > len(blobs["stream"]):
+                        raise ArtifactError(f"{label}: section 'stream' is shorter than its segments in the header")
+                    images[name] = tuple(bytes_to_words(blobs["stream"][offset:offset + n], config.word_bytes(name)))
+                    offset += n
+                stream.append(StreamSegment(**images))
             return cls(
+                stream=stream,
                 config=config,
                 imem=bytes_to_words(blobs["imem"], config.word_bytes("imem")),
                 wbuf=bytes_to_words(blobs["wbuf"], config.word_bytes("wbuf")),

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 __all__ = ["HW_REVISION", "BufferSpec", "HardwareConfig", "PRESETS", "preset", "preset_names"]
 
 # Bump when the hardware's behaviour or the ISA changes, so old artifacts are refused.
-HW_REVISION = 2
+HW_REVISION = 3
 
 BUFFER_KINDS = ("auto", "lutram", "ebr", "spram")
 
@@ -55,6 +55,11 @@ class HardwareConfig:
       weight tile, zero point already subtracted);
     * ``accbuf``: int accumulators, one word = ``cols`` x ``acc_width`` bits;
     * ``pbuf``: per-output-channel parameters (bias, requantization multiplier), one per word.
+
+    ``requant_lanes`` is the number of requantizer lanes (``None``: one per column). With
+    fewer lanes than columns the lanes are time-multiplexed: a row of results takes
+    ``requant_spacing = cols / requant_lanes`` cycles, so the last K tile of a ``MATMUL``
+    streams one row every ``requant_spacing`` cycles (``compiler/cycles.py``).
     """
 
     name: str
@@ -69,6 +74,7 @@ class HardwareConfig:
     weight_bits: int = 9
     clock_hz: int = 50_000_000
     board: str | None = None
+    requant_lanes: int | None = None
 
     def __post_init__(self):
         for field in ("rows", "cols"):
@@ -85,6 +91,12 @@ class HardwareConfig:
             raise ValueError(f"weight_bits must be 8 or 9, not {self.weight_bits!r}")
         if not isinstance(self.clock_hz, int) or self.clock_hz <= 0:
             raise ValueError(f"clock_hz must be a positive integer, not {self.clock_hz!r}")
+        if self.requant_lanes is None:
+            object.__setattr__(self, "requant_lanes", self.cols)
+        if (not isinstance(self.requant_lanes, int) or isinstance(self.requant_lanes, bool)
+                or self.requant_lanes < 1 or self.cols % self.requant_lanes):
+            raise ValueError(f"requant_lanes must be a positive divisor of cols ({self.cols}), "
+                             f"not {self.requant_lanes!r}")
 
     # -- derived sizes -------------------------------------------------------------------
     @property
@@ -109,6 +121,11 @@ class HardwareConfig:
     def capacity_bytes(self, memory: str) -> int:
         """Return a buffer's capacity in host bytes."""
         return getattr(self, memory).depth * self.word_bytes(memory)
+
+    @property
+    def requant_spacing(self) -> int:
+        """Return the cycles the requantizer spends on one row: ``cols / requant_lanes``."""
+        return self.cols // self.requant_lanes
 
     @property
     def macs_per_cycle(self) -> int:
@@ -149,12 +166,13 @@ PRESETS: dict[str, HardwareConfig] = {
         name="sim-small", rows=4, cols=4,
         imem=BufferSpec(1024), abuf=BufferSpec(16384), wbuf=BufferSpec(131072),
         accbuf=BufferSpec(1024), pbuf=BufferSpec(2048), clock_hz=50_000_000),
-    # iCE40 UP5K: 16 PEs on 8 SB_MAC16 (two 8x8 products each), big buffers in the 128 KiB SPRAM.
+    # iCE40 UP5K: 16 PEs on 8 SB_MAC16 (two 8x8 products each), big buffers in the 128 KiB SPRAM,
+    # one requantizer lane for the four columns (a lane is about 2,500 LUT4s without DSPs).
     "icebreaker": HardwareConfig(
         name="icebreaker", rows=4, cols=4,
         imem=BufferSpec(256, "ebr"), abuf=BufferSpec(16384, "spram"), wbuf=BufferSpec(16384, "spram"),
         accbuf=BufferSpec(256, "ebr"), pbuf=BufferSpec(256, "ebr"),
-        weight_bits=8, clock_hz=30_000_000, board="icebreaker"),
+        weight_bits=8, clock_hz=30_000_000, board="icebreaker", requant_lanes=1),
     # ECP5-85F: 144 of the 156 MULT18X18D, buffers in the 208 EBR (18 Kbit each): WBUF 16K x 108 bits
     # (96 EBR), ABUF 8K x 96 (43), ACCBUF 1K x 384 (22), IMEM 1K x 256 (15), PBUF 1K x 64 (4): 180.
     "ulx3s-85f": HardwareConfig(

@@ -18,8 +18,8 @@ from amaranth.lib import data, enum
 
 __all__ = [
     "INSN_BITS", "PARAM_BITS", "Opcode", "Vop", "Insn", "ConvGeometry", "AddParams", "ParamWord", "Memory",
-    "Command", "ACK", "NACK", "IDENT_MAGIC", "encode", "decode", "matmul", "sync", "halt", "setconv", "vector",
-    "add_params", "param_word",
+    "Command", "ACK", "NACK", "PAUSED", "IDENT_MAGIC", "encode", "decode", "matmul", "sync", "halt", "setconv", "vector",
+    "add_params", "param_word", "stream",
     "pack_values", "unpack_values",
 ]
 
@@ -40,6 +40,7 @@ class Opcode(enum.Enum, shape=4):
     HALT = 3     # end of program: stop the cycle counter and report done
     SETCONV = 4  # load the convolution/pooling geometry registers (a ConvGeometry word)
     VECTOR = 5   # an element-wise or pooling operation on ABUF words (see Vop)
+    STREAM = 6   # wait like SYNC, then pause until the host has written stream segment `count`
 
 
 class Vop(enum.Enum, shape=2):
@@ -146,9 +147,14 @@ class Command(enum.Enum, shape=8):
 
     WRITE = 0x01   # mem u8, addr u32, count u32, then count words -> ACK
     READ = 0x02    # mem u8, addr u32, count u32 -> count words
-    RUN = 0x03     # run from PC 0 -> ACK once the program halts
+    RUN = 0x03     # run from PC 0 -> ACK 0 0 once the program halts, PAUSED seg u16 at a STREAM
     STATUS = 0x04  # -> status u8, cycles u64
     IDENT = 0x05   # -> "ACCL", config id u64, hw revision u8, rows u8, cols u8
+    RESUME = 0x06  # continue a run paused at STREAM -> like RUN
+
+
+#: First byte of a RUN/RESUME reply when the run paused at a ``STREAM`` (then the segment, u16).
+PAUSED = 0xA6
 
 
 assert data.Layout.cast(Insn).size == INSN_BITS
@@ -194,6 +200,11 @@ def matmul(**fields) -> int:
 def sync() -> int:
     """Return a SYNC instruction."""
     return encode(opcode=Opcode.SYNC)
+
+
+def stream(segment: int, resume_pc: int) -> int:
+    """Return a STREAM instruction: drain, pause for stream segment ``segment``, then go on at ``resume_pc``."""
+    return encode(opcode=Opcode.STREAM, count=segment, a_addr=resume_pc)
 
 
 def halt() -> int:

@@ -24,9 +24,9 @@ from .api import Device, Model, TensorSpec, load_model
 from .artifact import Artifact, dequantize_output, is_artifact, load_artifact, quantize_input
 from .config import HW_REVISION, HardwareConfig, preset
 from .errors import DeviceError
-from .isa import ACK, IDENT_MAGIC, Command, Memory, unpack_values, pack_values
+from .isa import ACK, IDENT_MAGIC, NACK, PAUSED, Command, Memory, unpack_values, pack_values
 
-__all__ = ["Write", "Read", "Run", "Status", "Ident", "IdentInfo", "request_bytes", "reply_length", "parse_reply",
+__all__ = ["Write", "Read", "Run", "Resume", "Paused", "Status", "Ident", "IdentInfo", "request_bytes", "reply_length", "parse_reply",
            "Target", "HardwareDevice", "pack_rows", "unpack_rows"]
 
 
@@ -47,6 +47,21 @@ class Read:
 @dataclass(frozen=True)
 class Run:
     pass
+
+
+@dataclass(frozen=True)
+class Resume:
+    """Continue a run paused at a ``STREAM`` (after the host wrote the segment it asked for)."""
+
+
+@dataclass(frozen=True)
+class Paused:
+    """The result of a :class:`Run` or :class:`Resume` that stopped at a ``STREAM``: it waits for ``segment``.
+
+    A run that halted returns ``None`` instead.
+    """
+
+    segment: int
 
 
 @dataclass(frozen=True)
@@ -81,6 +96,8 @@ def request_bytes(op, config: HardwareConfig) -> bytes:
         return struct.pack("<BBII", Command.READ.value, op.mem.value, op.addr, op.count)
     if isinstance(op, Run):
         return bytes([Command.RUN.value])
+    if isinstance(op, Resume):
+        return bytes([Command.RESUME.value])
     if isinstance(op, Status):
         return bytes([Command.STATUS.value])
     if isinstance(op, Ident):
@@ -90,8 +107,10 @@ def request_bytes(op, config: HardwareConfig) -> bytes:
 
 def reply_length(op, config: HardwareConfig) -> int:
     """Return how many reply bytes one operation produces."""
-    if isinstance(op, (Write, Run)):
+    if isinstance(op, Write):
         return 1
+    if isinstance(op, (Run, Resume)):
+        return 3
     if isinstance(op, Read):
         return op.count * _mem_words_bytes(config, op.mem)
     if isinstance(op, Status):
@@ -102,10 +121,15 @@ def reply_length(op, config: HardwareConfig) -> int:
 
 
 def parse_reply(op, config: HardwareConfig, data: bytes):
-    """Decode one operation's reply bytes into its result (None, words, (status, cycles) or IdentInfo)."""
+    """Decode one operation's reply bytes into its result (None, :class:`Paused`, words, (status, cycles) or IdentInfo)."""
     if len(data) != reply_length(op, config):
         raise DeviceError(f"{type(op).__name__}: expected {reply_length(op, config)} reply bytes, got {len(data)}")
-    if isinstance(op, (Write, Run)):
+    if isinstance(op, (Run, Resume)):
+        if data[0] == PAUSED:
+            return Paused(int.from_bytes(data[1:3], "little"))
+        if data[0] == NACK and isinstance(op, Resume):
+            raise DeviceError("RESUME: the device has no run paused at a STREAM")
+    if isinstance(op, (Write, Run, Resume)):
         if data[0] != ACK:
             raise DeviceError(f"{type(op).__name__}: device answered 0x{data[0]:02x}, expected ACK 0x{ACK:02x}")
         return None
@@ -131,6 +155,12 @@ class Target:
 
     def close(self):
         pass
+
+
+def segment_writes(artifact: Artifact, segment: int) -> list[Write]:
+    """Return the writes that load one stream segment (0: the artifact's images) at address 0 of each memory."""
+    seg = artifact.segments[segment]
+    return [Write(Memory.IMEM, 0, seg.imem), Write(Memory.WBUF, 0, seg.wbuf), Write(Memory.PBUF, 0, seg.pbuf)]
 
 
 def pack_rows(values: np.ndarray, config: HardwareConfig) -> list[int]:
@@ -171,6 +201,8 @@ class HardwareDevice(Device):
         self.artifact: Artifact | None = None
         self.target: Target | None = None
         self.last_cycles: list[int] = []
+        self.last_stream_bytes: list[int] = []  # segment bytes each run of the last call streamed
+        self.loaded_segment = 0  # the stream segment in IMEM/WBUF/PBUF
 
     # -- engines provide the target ---------------------------------------------------------
     def _make_target(self, config: HardwareConfig) -> Target:
@@ -200,9 +232,8 @@ class HardwareDevice(Device):
             raise DeviceError(
                 f"{self.name}: the hardware reports config {info.config_id:016x} rev {info.hw_revision}; the artifact "
                 f"needs {artifact.config_hash} rev {HW_REVISION}")
-        self.target.execute([Write(Memory.IMEM, 0, tuple(artifact.imem)),
-                             Write(Memory.WBUF, 0, tuple(artifact.wbuf)),
-                             Write(Memory.PBUF, 0, tuple(artifact.pbuf))])
+        self.target.execute(segment_writes(artifact, 0))
+        self.loaded_segment = 0
         self.artifact = artifact
         self.model = artifact  # marks the device as loaded
         return self
@@ -219,10 +250,12 @@ class HardwareDevice(Device):
 
     def _run_samples(self, samples: list[dict]) -> list[dict]:
         art, config = self.artifact, self.artifact.config
-        results, self.last_cycles = [], []
+        results, self.last_cycles, self.last_stream_bytes = [], [], []
         for start in range(0, len(samples), art.batch):
             group = samples[start:start + art.batch]
-            ops = []
+            ops = segment_writes(art, 0) if self.loaded_segment != 0 else []
+            streamed = art.segments[0].nbytes(config) if ops else 0
+            self.loaded_segment = 0
             for t in art.inputs:
                 rows = []
                 for b in range(art.batch):
@@ -234,7 +267,18 @@ class HardwareDevice(Device):
             ops += [Run(), Status()]
             reads = [Read(Memory.ABUF, t.addr, art.batch * t.rows * t.stride) for t in art.outputs]
             out = self.target.execute(ops + reads)
+            state = out[len(ops) - 2]  # the Run's result
+            if isinstance(state, Paused):  # the program streams its segments
+                while isinstance(state, Paused):
+                    if not 0 < state.segment < len(art.segments):
+                        raise DeviceError(f"{self.name}: the program paused for stream segment {state.segment}; the "
+                                          f"artifact has segments 0-{len(art.segments) - 1}")
+                    self.loaded_segment = state.segment
+                    streamed += art.segments[state.segment].nbytes(config)
+                    state = self.target.execute(segment_writes(art, state.segment) + [Resume()])[-1]
+                out = out[:len(ops) - 1] + self.target.execute([Status()] + reads)
             status, cycles = out[len(ops) - 1]
+            self.last_stream_bytes.append(streamed)
             self.last_cycles.append(cycles)
             matrices = [unpack_rows(words, art.batch * t.rows, t.features, config,
                                     np.dtype(t.quant["dtype"]) == np.int8)

@@ -48,9 +48,10 @@ from .cycles import model_layer_cycles
 from .errors import CompileError, DoesNotFitError
 from .gemm import Boundary
 from .ir import Graph, IRError, Node, dtype_range
+from ..artifact import StreamSegment
 from .layout import chunks, pack_words, param_words, wrap_signed
 from .lowering import _quant_dict
-from .memplan import BUFFERS, first_fit
+from .memplan import STREAMABLE, check_fits, first_fit
 
 __all__ = ["NetProgram", "NetLayer", "Activation", "CONV_PIPELINE", "CONV_OPS", "needs_conv_backend",
            "CanonicalizeGraph", "LowerToNetLayers", "FoldWeights", "PlanNetMemory", "EmitNetProgram",
@@ -121,9 +122,12 @@ class NetLayer:
     k_tiles: int = 0
     macs: int = 0           # useful multiply-accumulates per inference
     # placement and program
-    w_addr: int = 0
-    p_addr: int = 0
-    insns: range | None = None
+    w_addr: int = 0         # WBUF word of column tile 0 (resident programs)
+    p_addr: int = 0         # PBUF word of column tile 0, or of the layer's constants
+    tile_w: list[int] = field(default_factory=list)  # per column tile: WBUF word of its weights
+    tile_p: list[int] = field(default_factory=list)  # per column tile: PBUF word of its parameters
+    segment: int = 0        # the stream segment holding the layer's first instructions
+    insns: range | None = None  # indices into NetProgram.flat
     cycles: int | None = None
 
     @property
@@ -158,7 +162,10 @@ class NetProgram:
     abuf_words: int | None = None
     wbuf: list[int] | None = None
     pbuf: list[int] | None = None
-    imem: list[int] | None = None
+    imem: list[int] | None = None        # segment 0's program (the whole program when nothing streams)
+    segments: list[list["_Chunk"]] | None = None  # weight streaming: the chunks of each segment
+    stream: list[StreamSegment] = field(default_factory=list)  # segments 1, 2, ... (images at address 0)
+    flat: list[int] | None = None        # the instructions in execution order, STREAMs included
 
     def verify(self) -> "NetProgram":
         """Check the invariants of the stages done so far; raise :class:`IRError` (a compiler bug) if one fails."""
@@ -184,9 +191,16 @@ class NetProgram:
             for name, words in self.storage.items():
                 _check(self.abuf[name] + words * self.batch <= self.config.abuf.depth, f"{name!r} outside ABUF")
         if "EmitNetProgram" in self.done:
-            _check(0 < len(self.imem) <= self.config.imem.depth, "program does not fit IMEM")
-            _check(isa.decode(self.imem[-1]).opcode == isa.Opcode.HALT, "the program does not end with HALT")
-            _check(self.layers[-1].insns.stop == len(self.imem), "layers do not cover the program")
+            images = [(self.imem, self.wbuf, self.pbuf)] + [(s.imem, s.wbuf, s.pbuf) for s in self.stream]
+            for k, (imem, wbuf, pbuf) in enumerate(images):
+                _check(0 < len(imem) <= self.config.imem.depth, f"segment {k}'s program does not fit IMEM")
+                _check(len(wbuf) <= self.config.wbuf.depth, f"segment {k}'s weights do not fit WBUF")
+                _check(len(pbuf) <= self.config.pbuf.depth, f"segment {k}'s parameters do not fit PBUF")
+                last = isa.decode(imem[-1])
+                _check(last.opcode == (isa.Opcode.HALT if k == len(images) - 1 else isa.Opcode.STREAM),
+                       f"segment {k} does not end with {'HALT' if k == len(images) - 1 else 'STREAM'}")
+            _check(len(self.flat) == sum(len(i[0]) for i in images), "the flat program is not the segments'")
+            _check(self.layers[-1].insns.stop == len(self.flat), "layers do not cover the program")
         return self
 
 
@@ -605,22 +619,69 @@ class PlanNetMemory(NetStage):
         w_addr = p_addr = 0
         for layer in layers:
             layer.w_addr, layer.p_addr = w_addr, p_addr
+            layer.tile_w = [w_addr + nt * layer.k_tiles * cfg.rows for nt in range(layer.n_tiles)]
+            layer.tile_p = [p_addr + nt * cfg.cols for nt in range(layer.n_tiles)]
             w_addr += layer.n_tiles * layer.k_tiles * cfg.rows if layer.tiles else 0
             p_addr += layer.pbuf_words
         imem = sum(_instruction_count(program, layer) for layer in layers)
         m_tile = max((min(layer.y_pixels * (batch if layer.kind == "fc" else 1), cfg.accbuf.depth)
                       for layer in layers if layer.tiles), default=0)
         words = dict(imem=imem, abuf=program.abuf_words, wbuf=w_addr, pbuf=p_addr, accbuf=m_tile)
-        needs = {buf: (words[buf] * cfg.word_bytes(buf), cfg.capacity_bytes(buf)) for buf in BUFFERS}
-        over = sorted((buf for buf in BUFFERS if words[buf] > getattr(cfg, buf).depth),
-                      key=lambda buf: -needs[buf][0] / needs[buf][1])
-        if over:
-            too_big = "; ".join(f"{buf} {needs[buf][0]:,} bytes, {cfg.name} has {needs[buf][1]:,}" for buf in over)
-            fits = ", ".join(f"{buf} {needs[buf][0]:,} of {needs[buf][1]:,} bytes" for buf in BUFFERS
-                             if buf not in over)
-            hint = "use a config with bigger buffers" + (" or a smaller batch" if batch > 1 else "")
-            raise DoesNotFitError(f"{program.name} needs {too_big} (fits: {fits}); {hint}", needs)
+        over = check_fits(program.name, cfg, words, batch, streamable=STREAMABLE)
+        program.segments = _plan_segments(program) if over else None
         return program
+
+
+@dataclass(eq=False)
+class _Chunk:
+    """Hold a piece of one layer that streams as a unit: some of its column tiles, or the whole layer."""
+
+    layer: NetLayer
+    tiles: list[int]        # column tiles (empty for a layer without weights)
+    wbuf: int               # words of WBUF
+    pbuf: int               # words of PBUF
+    imem: int               # instructions (its layer's SETCONV and SYNC included where they fall)
+
+
+def _layer_chunks(program: NetProgram, layer: NetLayer) -> list[_Chunk]:
+    """Split a layer into streamable chunks: one per column tile, or one for a layer without weights."""
+    cfg = program.config
+    if not layer.tiles:
+        return [_Chunk(layer, [], 0, layer.pbuf_words, _instruction_count(program, layer))]
+    per_tile = len(_layer_program(program, layer, tiles=[0], setconv=False, sync=False))
+    out = [_Chunk(layer, [nt], layer.k_tiles * cfg.rows, cfg.cols, per_tile) for nt in range(layer.n_tiles)]
+    out[0].imem += layer.kind != "fc"  # SETCONV
+    out[-1].imem += 1                   # SYNC
+    return out
+
+
+def _plan_segments(program: NetProgram) -> list[list[_Chunk]]:
+    """Pack the layers' chunks, in program order, into segments that each fit IMEM, WBUF and PBUF.
+
+    Each segment's images start at address 0 of their memories; a segment's program ends
+    with a ``STREAM`` naming the next (so one IMEM word is kept free) or, for the last, HALT.
+    """
+    cfg = program.config
+    limits = dict(imem=cfg.imem.depth - 1, wbuf=cfg.wbuf.depth, pbuf=cfg.pbuf.depth)
+    segments: list[list[_Chunk]] = [[]]
+    used = dict.fromkeys(limits, 0)
+    for layer in program.layers:
+        for chunk in _layer_chunks(program, layer):
+            need = dict(imem=chunk.imem, wbuf=chunk.wbuf, pbuf=chunk.pbuf)
+            for buf, n in need.items():
+                if n > limits[buf]:
+                    what = f"column tile {chunk.tiles[0]}" if chunk.tiles else "its constants"
+                    raise DoesNotFitError(
+                        f"{program.name}: layer {layer.name!r} cannot stream: {what} needs {n * cfg.word_bytes(buf):,} "
+                        f"bytes of {buf}, {cfg.name} holds {limits[buf] * cfg.word_bytes(buf):,}; use a config with "
+                        f"a bigger {buf}", {buf: (n * cfg.word_bytes(buf), limits[buf] * cfg.word_bytes(buf))})
+            if any(used[buf] + n > limits[buf] for buf, n in need.items()):
+                segments.append([])
+                used = dict.fromkeys(limits, 0)
+            segments[-1].append(chunk)
+            for buf, n in need.items():
+                used[buf] += n
+    return segments
 
 
 def _two_ended_fit(requests, depth: int) -> dict[str, int]:
@@ -656,8 +717,13 @@ def _instruction_count(program, layer) -> int:
     return len(_layer_program(program, layer))
 
 
-def _layer_program(program: NetProgram, layer: NetLayer) -> list[int]:
-    """Return the instructions of one layer (addresses as planned so far), ending with a SYNC."""
+def _layer_program(program: NetProgram, layer: NetLayer, tiles=None, setconv: bool = True,
+                   sync: bool = True) -> list[int]:
+    """Return the instructions of one layer (addresses as planned so far), ending with a SYNC.
+
+    ``tiles`` limits a layer with weights to some column tiles; ``setconv``/``sync`` drop
+    the layer's SETCONV and final SYNC (for a layer split across stream segments).
+    """
     cfg, batch = program.config, program.batch
     R, C = cfg.rows, cfg.cols
     acc_tile = min(cfg.accbuf.depth, _COUNT_MAX)
@@ -667,13 +733,14 @@ def _layer_program(program: NetProgram, layer: NetLayer) -> list[int]:
     xs, ys = dict(x_signed=int(layer.x_dtype == np.int8)), dict(y_signed=int(layer.y_dtype == np.int8))
     out = dict(y_zp=layer.y_zp, y_lo=layer.y_lo, y_hi=layer.y_hi)
     insns = []
+    tiles = range(layer.n_tiles) if tiles is None else tiles
     if layer.kind == "fc":
         rows = batch * layer.y_pixels
-        for nt in range(layer.n_tiles):
+        for nt in tiles:
             for m0, n in _m_ranges(rows, acc_tile):
-                insns.append(isa.matmul(**xs, **ys, w_addr=layer.w_addr + nt * layer.k_tiles * R,
+                insns.append(isa.matmul(**xs, **ys, w_addr=layer.tile_w[nt],
                                         a_addr=x + m0 * sx, a_stride=sx, count=n, k_tiles=layer.k_tiles,
-                                        p_addr=layer.p_addr + nt * C, y_addr=y + m0 * sy + nt, y_stride=sy, **out))
+                                        p_addr=layer.tile_p[nt], y_addr=y + m0 * sy + nt, y_stride=sy, **out))
     elif layer.kind == "pool":
         insns.append(isa.setconv(**layer.geometry))
         ow = layer.geometry["out_w"]
@@ -697,41 +764,75 @@ def _layer_program(program: NetProgram, layer: NetLayer) -> list[int]:
             insns.append(isa.vector(isa.Vop.ADD, **xs, **ys, a_addr=a + m0, a_stride=1, w_addr=b_ + m0, b_stride=1,
                                     count=n, p_addr=layer.p_addr, y_addr=y + m0, y_stride=1, **out))
     else:  # conv-mode MATMULs, one per (batch item, column tile, row tile)
-        insns.append(isa.setconv(**layer.geometry))
+        if setconv:
+            insns.append(isa.setconv(**layer.geometry))
         ow = layer.geometry["out_w"]
         for b in range(batch):
-            for nt in range(layer.n_tiles):
+            for nt in tiles:
                 for m0, n in _m_ranges(layer.y_pixels, acc_tile):
                     oy0, ox0 = divmod(m0, ow)
                     insns.append(isa.matmul(
-                        conv=1, **xs, **ys, w_addr=layer.w_addr + nt * layer.k_tiles * R,
+                        conv=1, **xs, **ys, w_addr=layer.tile_w[nt],
                         a_addr=x + b * layer.x_pixels * sx + layer.tile_chunk[nt], a_stride=sx, count=n,
-                        k_tiles=layer.k_tiles, p_addr=layer.p_addr + nt * C, oy0=oy0, ox0=ox0,
+                        k_tiles=layer.k_tiles, p_addr=layer.tile_p[nt], oy0=oy0, ox0=ox0,
                         y_addr=y + (b * layer.y_pixels + m0) * sy + nt, y_stride=sy, **out))
-    insns.append(isa.sync())
+    if sync:
+        insns.append(isa.sync())
     return insns
 
 
 class EmitNetProgram(NetStage):
-    """Build the WBUF and PBUF images and the IMEM program: each layer's instructions, a SYNC after each, HALT at the end."""
+    """Build the IMEM, WBUF and PBUF images: each layer's instructions, a SYNC after each, HALT at the end.
+
+    A streamed program (``program.segments``) gets one set of images per segment, each
+    ending with a ``STREAM`` that names the next segment and resumes at IMEM 0; segment 0
+    becomes ``imem``/``wbuf``/``pbuf``, the rest ``program.stream``.
+    """
 
     def apply(self, program, check_feeds=None):
         cfg = program.config
-        program.wbuf, program.pbuf, program.imem = [], [], []
-        for layer in program.layers:
-            for tile in layer.tiles:
-                program.wbuf += pack_words(tile, cfg.weight_bits)
-            if layer.add_words is not None:
-                program.pbuf += list(layer.add_words)
-            elif layer.bias is not None:
-                program.pbuf += param_words(layer.bias, layer.multiplier, len(layer.bias))
-            start = len(program.imem)
-            insns = _layer_program(program, layer)
-            for word in insns:
-                self._check_fields(program, layer, word)
-            program.imem += insns
-            layer.insns = range(start, len(program.imem))
-        program.imem[-1] = isa.halt()
+        if program.segments is None:
+            segments = [[_Chunk(layer, list(range(layer.n_tiles)), 0, 0, 0) for layer in program.layers]]
+        else:
+            segments = program.segments
+        images, flat, starts = [], [], {}
+        for k, segment in enumerate(segments):
+            wbuf, pbuf, imem = [], [], []
+            for chunk in segment:
+                layer = chunk.layer
+                starts.setdefault(id(layer), len(flat) + len(imem))
+                for nt in chunk.tiles:
+                    layer.tile_w[nt], layer.tile_p[nt] = len(wbuf), len(pbuf)
+                    wbuf += pack_words(layer.tiles[nt], cfg.weight_bits)
+                    pbuf += param_words(layer.bias[nt * cfg.cols:(nt + 1) * cfg.cols],
+                                        layer.multiplier[nt * cfg.cols:(nt + 1) * cfg.cols], cfg.cols)
+                if not layer.tiles:
+                    layer.p_addr = len(pbuf)
+                    if layer.add_words is not None:
+                        pbuf += list(layer.add_words)
+                    elif layer.bias is not None:
+                        pbuf += param_words(layer.bias, layer.multiplier, len(layer.bias))
+                first = not chunk.tiles or chunk.tiles[0] == 0
+                last = not chunk.tiles or chunk.tiles[-1] == layer.n_tiles - 1
+                if first:
+                    layer.segment = k
+                if layer.tiles:
+                    layer.w_addr, layer.p_addr = layer.tile_w[chunk.tiles[0]], layer.tile_p[chunk.tiles[0]]
+                insns = _layer_program(program, layer, tiles=chunk.tiles, setconv=first, sync=last)
+                for word in insns:
+                    self._check_fields(program, layer, word)
+                imem += insns
+            if imem and isa.decode(imem[-1]).opcode == isa.Opcode.SYNC:
+                imem.pop()  # the STREAM or HALT drains like it
+            imem.append(isa.stream(k + 1, 0) if k + 1 < len(segments) else isa.halt())
+            images.append((imem, wbuf, pbuf))
+            flat += imem
+        (program.imem, program.wbuf, program.pbuf), *rest = images
+        program.stream = [StreamSegment(tuple(i), tuple(w), tuple(p)) for i, w, p in rest]
+        program.flat = flat
+        order = [starts[id(layer)] for layer in program.layers] + [len(flat)]
+        for layer, begin, end in zip(program.layers, order, order[1:]):
+            layer.insns = range(begin, end)
         return program
 
     @staticmethod
@@ -748,7 +849,7 @@ class ModelNetCycles(NetStage):
     """Give every layer its modelled cycles (:mod:`accel.compiler.cycles`, calibrated on the RTL)."""
 
     def apply(self, program, check_feeds=None):
-        model_layer_cycles(program.config, program.imem, program.layers)
+        model_layer_cycles(program.config, program.flat, program.layers)
         return program
 
 

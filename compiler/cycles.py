@@ -18,7 +18,10 @@ then the swap), MATMUL ``i`` of ``count`` rows and ``k_tiles`` tiles:
 * is dispatched once fetched and, with ``CONTEXTS`` MATMULs in flight, once the oldest has
   drained and handed its context over (its last row + ``drain + SYNC_CYCLES``);
 * streams its first row at the latest of these and the previous MATMUL's last row, then
-  ``D = (k_tiles - 1) * max(count, L) + count`` cycles to its last row.
+  ``D = (k_tiles - 1) * max(count, L) + (count - 1) * S + 1`` cycles to its last row, where
+  ``S = config.requant_spacing`` (1 with one requantizer lane per column): the rows of the
+  last K tile, which go to the requantizer, enter the array ``S`` cycles apart, and a
+  one-tile MATMUL's first row waits until ``S`` cycles after the previous MATMUL's last row.
 
 ``SYNC`` and ``HALT`` end ``drain = R + C + DRAIN_STAGES`` cycles after the last MATMUL's
 last row (input skew across the rows, output skew across the columns, accumulate,
@@ -63,7 +66,7 @@ def weight_load_cycles(config: HardwareConfig) -> int:
 
 def drain_cycles(config: HardwareConfig) -> int:
     """Return the cycles from a MATMUL's last input row entering the array to its results in ABUF."""
-    return config.rows + config.cols + DRAIN_STAGES
+    return config.rows + config.cols + DRAIN_STAGES + config.requant_spacing - 1  # the requantizer's latency
 
 
 def vector_cycles(config: HardwareConfig, vop, count: int, c_chunks: int = 1, kh: int = 1, kw: int = 1) -> int:
@@ -79,7 +82,7 @@ def vector_cycles(config: HardwareConfig, vop, count: int, c_chunks: int = 1, kh
     if vop == Vop.MAX:
         return count * c_chunks * kh * kw + 9
     if vop == Vop.GSUM:
-        return c_chunks * (max(count, config.rows - 1) + 2) + 16
+        return c_chunks * (max(count, config.rows - 1) + 2) + 16 + config.requant_spacing - 1
     return 2 * count + 35
 
 
@@ -125,12 +128,13 @@ class CycleModel:
                 weights = max(fetched, last_tile) + load
                 if len(self._flight) == CONTEXTS:
                     dispatch = max(fetched, self._flight[0][0] + drain_cycles(cfg) + SYNC_CYCLES)
-                start = max(weights, dispatch, last_row)
-            end = start + (k_tiles - 1) * max(count, load) + count
+                start = max(weights, dispatch, last_row + (cfg.requant_spacing - 1 if k_tiles == 1 else 0))
+            last_tile_cycles = (count - 1) * cfg.requant_spacing + 1
+            end = start + (k_tiles - 1) * max(count, load) + last_tile_cycles
             self._dispatched = dispatch
-            self._flight = [*self._flight, (end, end - count)][-CONTEXTS:]
+            self._flight = [*self._flight, (end, end - last_tile_cycles)][-CONTEXTS:]
             self.cycles = start
-        elif opcode in (Opcode.SYNC, Opcode.HALT):
+        elif opcode in (Opcode.SYNC, Opcode.HALT, Opcode.STREAM):  # STREAM: a SYNC, then a pause not counted
             done = self._flight[-1][0] + drain_cycles(cfg) if self._flight else self.cycles
             self.cycles, self._flight = done + SYNC_CYCLES, []
         elif opcode == Opcode.VECTOR:

@@ -24,7 +24,7 @@ from .errors import DoesNotFitError
 from .gemm import GemmProgram, Stage
 from .layout import chunks
 
-__all__ = ["PlanMemory", "first_fit"]
+__all__ = ["PlanMemory", "first_fit", "check_fits", "STREAMABLE", "BUFFERS"]
 
 BUFFERS = ("imem", "abuf", "wbuf", "pbuf", "accbuf")
 
@@ -63,19 +63,29 @@ class PlanMemory(Stage):
         program.abuf_words = max(abuf[name] + words for name, words, _, _ in requests)
         words = dict(imem=sum(layer.tiling.matmuls for layer in layers) + len(layers), abuf=program.abuf_words,
                      wbuf=w_addr, pbuf=p_addr, accbuf=max(layer.tiling.m_tile for layer in layers))
-        needs = {buf: (words[buf] * cfg.word_bytes(buf), cfg.capacity_bytes(buf)) for buf in BUFFERS}
-        over = sorted((buf for buf in BUFFERS if words[buf] > getattr(cfg, buf).depth),
-                      key=lambda buf: -needs[buf][0] / needs[buf][1])  # worst first
-        if over:
-            raise DoesNotFitError(self._message(program, needs, over), needs)
+        check_fits(program.name, cfg, words, program.batch)
         return program
 
-    @staticmethod
-    def _message(program: GemmProgram, needs: dict, over: list[str]) -> str:
-        cfg = program.config
-        too_big = "; ".join(f"{buf} {needs[buf][0]:,} bytes, {cfg.name} has {needs[buf][1]:,}" for buf in over)
-        fits = ", ".join(f"{buf} {needs[buf][0]:,} of {needs[buf][1]:,} bytes" for buf in BUFFERS if buf not in over)
-        hint = "use a config with bigger buffers"
-        if "abuf" in over and program.batch > 1:
-            hint += " or a smaller batch"
-        return f"{program.name} needs {too_big} (fits: {fits}); {hint}"
+
+#: Buffers whose contents the conv back end can stream segment by segment during a run.
+STREAMABLE = frozenset({"imem", "wbuf", "pbuf"})
+
+
+def check_fits(name: str, config, words: dict[str, int], batch: int, streamable=frozenset()) -> set[str]:
+    """Return the ``streamable`` buffers that ``words`` overflows; raise :class:`DoesNotFitError` for any other.
+
+    The message names every buffer over its capacity (bytes needed and available, worst
+    first), the ones that fit, and what to change.
+    """
+    needs = {buf: (words[buf] * config.word_bytes(buf), config.capacity_bytes(buf)) for buf in BUFFERS}
+    over = sorted((buf for buf in BUFFERS if words[buf] > getattr(config, buf).depth),
+                  key=lambda buf: -needs[buf][0] / needs[buf][1])  # worst first
+    if set(over) <= set(streamable):
+        return set(over)
+    too_big = "; ".join(f"{buf} {needs[buf][0]:,} bytes, {config.name} has {needs[buf][1]:,}" for buf in over)
+    fits = ", ".join(f"{buf} {needs[buf][0]:,} of {needs[buf][1]:,} bytes" for buf in BUFFERS if buf not in over)
+    hint = "use a config with bigger buffers"
+    if set(over) & {"abuf", "accbuf"}:
+        hint = ("activations and accumulators stay on chip (the program, weights and parameters can stream); "
+                + hint + (" or a smaller batch" if batch > 1 else ""))
+    raise DoesNotFitError(f"{name} needs {too_big} (fits: {fits}); {hint}", needs)

@@ -8,7 +8,9 @@ busy. Its parts work concurrently and hand work to each other in instruction ord
   instruction *context*); ``SYNC`` and ``HALT`` wait until everything before them is
   written back; ``SETCONV`` loads the geometry registers (a view of
   :class:`accel.isa.ConvGeometry`); a ``VECTOR`` waits like ``SYNC``, then starts the
-  :class:`~accel.hdl.vector.VectorUnit` (``vec_start``) and waits until it is done;
+  :class:`~accel.hdl.vector.VectorUnit` (``vec_start``) and waits until it is done; a
+  ``STREAM`` waits like ``SYNC``, then pauses (``paused``, the memories go to the host)
+  until ``resume`` and goes on at the instruction's resume PC;
 * **weight sequencer**: streams the ``k_tiles * rows`` consecutive WBUF words of an
   instruction into the array's ``load`` port. The array's shadow tile lets it load tile
   ``kt + 1`` while tile ``kt`` streams;
@@ -157,16 +159,19 @@ def requantizer_members(config):
 
 
 class Controller(wiring.Component):
-    """Execute a program from IMEM per ``docs/isa.md``: ``NOP``, ``MATMUL``, ``SYNC``, ``HALT``, ``SETCONV``, ``VECTOR``.
+    """Execute a program from IMEM per ``docs/isa.md``: ``NOP``, ``MATMUL``, ``SYNC``, ``HALT``, ``SETCONV``, ``VECTOR``, ``STREAM``.
 
-    ``start`` runs the program from PC 0; ``busy`` is high from the cycle after ``start``
-    until ``HALT`` has waited for every result to be written, and ``halted`` pulses in the
-    cycle ``busy`` falls. ``cycles`` counts the busy cycles of the last run. A ``MATMUL``
+    ``start`` runs the program from PC 0 (also while paused); ``busy`` is high from the
+    cycle after ``start`` until ``HALT`` has waited for every result to be written, and
+    ``halted`` pulses in the cycle ``busy`` falls. A ``STREAM`` drains, then holds
+    ``paused`` (with ``busy``) and its ``segment`` until ``resume``; ``cycles`` counts the
+    busy cycles of the last run that are not paused. A ``MATMUL``
     with ``count = 0`` or ``k_tiles = 0`` does nothing; unknown opcodes act as ``NOP``.
 
     Memory ports are initiator-side :class:`amaranth.lib.memory.ReadPort` /
     :class:`WritePort` signatures with synchronous reads (data the cycle after ``en``,
-    held while ``en`` is low). The controller drives them only while ``busy``. The ACC read
+    held while ``en`` is low). The controller drives them only while ``busy`` and not
+    ``paused``. The ACC read
     port must be transparent to the ACC write port: a row's read-add-write then sees the
     previous tile's write even when both hit the same word in consecutive cycles
     (``count = 1``).
@@ -176,6 +181,12 @@ class Controller(wiring.Component):
     start : ``In(1)``
     busy : ``Out(1)``
     halted : ``Out(1)``
+    paused : ``Out(1)``
+        Waiting at a ``STREAM`` for ``resume``; the memories are free for the host.
+    segment : ``Out(16)``
+        The stream segment the paused ``STREAM`` asks for (its ``count`` field).
+    resume : ``In(1)``
+        Go on after a ``STREAM`` (one-cycle pulse; ignored unless ``paused``).
     cycles : ``Out(64)``
     imem : ``In(ReadPort.Signature(addr_width=imem.addr_bits, shape=256))``
     wbuf : ``In(ReadPort.Signature(...))``
@@ -227,6 +238,9 @@ class Controller(wiring.Component):
             "start": In(1),
             "busy": Out(1),
             "halted": Out(1),
+            "paused": Out(1),
+            "segment": Out(16),
+            "resume": In(1),
             "cycles": Out(64),
             "imem": rp(c.imem, isa.INSN_BITS),
             "wbuf": rp(c.wbuf, c.wbuf_word_bits),
@@ -456,7 +470,8 @@ class Controller(wiring.Component):
         drained = Signal()
         m.d.comb += drained.eq((w_left == 0) & ~w_dv & ~x_active & ~x_dv & ~p_busy & (ctx_valid == 0))
 
-        with m.If(self.busy):
+        resume_pc = Signal.like(pc)
+        with m.If(self.busy & ~self.paused):
             m.d.sync += self.cycles.eq(self.cycles + 1)
 
         with m.FSM(init="IDLE"):
@@ -488,6 +503,9 @@ class Controller(wiring.Component):
                         m.next = "VECTOR"
                     with m.Case(isa.Opcode.SYNC):
                         m.next = "SYNC"
+                    with m.Case(isa.Opcode.STREAM):
+                        m.d.sync += [self.segment.eq(insn.count), resume_pc.eq(insn.a_addr)]
+                        m.next = "STREAM"
                     with m.Case(isa.Opcode.HALT):
                         m.next = "HALT"
                     with m.Default():
@@ -573,6 +591,19 @@ class Controller(wiring.Component):
             with m.State("SYNC"):
                 with m.If(drained):
                     m.d.sync += pc.eq(pc + 1)
+                    m.next = "FETCH"
+
+            with m.State("STREAM"):
+                with m.If(drained):
+                    m.next = "PAUSED"
+
+            with m.State("PAUSED"):
+                m.d.comb += self.paused.eq(1)
+                with m.If(self.start):
+                    m.d.sync += [self.cycles.eq(0), pc.eq(0)]
+                    m.next = "FETCH"
+                with m.Elif(self.resume):
+                    m.d.sync += pc.eq(resume_pc)
                     m.next = "FETCH"
 
             with m.State("HALT"):

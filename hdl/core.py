@@ -1,12 +1,12 @@
 """Assemble the accelerator: memories, host interface, controller, systolic array, requantizer and vector unit."""
 
 from amaranth.hdl import Module, Mux, Signal, unsigned
-from amaranth.lib import memory, stream, wiring
+from amaranth.lib import data, memory, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .. import isa
 from ..config import HardwareConfig
-from .controller import TAG_WIDTH, Controller
+from .controller import TAG_WIDTH, Controller, Tag
 from .hostif import HostInterface, memory_word_bits
 from .requant import Requantizer
 from .systolic import SystolicArray
@@ -65,7 +65,10 @@ class AcceleratorCore(wiring.Component):
         wiring.connect(m, wiring.flipped(self.i), host.i)
         wiring.connect(m, host.o, wiring.flipped(self.o))
         wiring.connect(m, ctrl.load, array.load)
-        wiring.connect(m, ctrl.x, array.x)
+        if c.requant_spacing > 1:
+            _space_requantized_rows(m, ctrl.x, array.x, c.requant_spacing)
+        else:
+            wiring.connect(m, ctrl.x, array.x)
         wiring.connect(m, array.y, ctrl.y)
         m.submodules.vector = vec = VectorUnit(c)
         m.d.comb += [
@@ -138,6 +141,27 @@ class AcceleratorCore(wiring.Component):
             with m.If(selected):
                 m.d.comb += host_rdata.eq(read.data)
         return m
+
+
+def _space_requantized_rows(m, source, sink, spacing):
+    """Connect the controller's ``x`` stream to the array's, spacing the rows the requantizer gets.
+
+    With time-multiplexed requantizer lanes a row of results takes ``spacing`` cycles, so a
+    row of a last K tile (``Tag.last_tile``) is held until ``spacing`` cycles after the
+    previous one; the other rows pass at once (``compiler/cycles.py`` models this).
+    """
+    wait = Signal(range(spacing), name="rq_spacing_wait")
+    last_tile = data.View(Tag, source.payload.tag).last_tile
+    hold = (wait != 0) & last_tile
+    m.d.comb += [
+        sink.valid.eq(source.valid & ~hold),
+        sink.payload.eq(source.payload),
+        source.ready.eq(sink.ready & ~hold),
+    ]
+    with m.If(sink.valid & sink.ready & last_tile):
+        m.d.sync += wait.eq(spacing - 1)
+    with m.Elif(wait != 0):
+        m.d.sync += wait.eq(wait - 1)
 
 
 class _SharedPort:

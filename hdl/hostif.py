@@ -12,7 +12,7 @@ from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from ..config import HW_REVISION, HardwareConfig
-from ..isa import ACK, IDENT_MAGIC, INSN_BITS, NACK, PARAM_BITS, Command, Memory
+from ..isa import ACK, IDENT_MAGIC, INSN_BITS, NACK, PARAM_BITS, PAUSED, Command, Memory
 
 __all__ = ["HostMemorySignature", "HostInterface", "memory_word_bits"]
 
@@ -84,7 +84,9 @@ class HostInterface(wiring.Component):
     least significant byte first; bits past the word width are ignored on write and read
     as zero. Addresses wrap modulo the memory's depth. A ``WRITE``/``READ`` naming no
     memory gets ``0x5A`` right after its header (no data bytes are consumed or sent).
-    ``RUN`` pulses ``start`` and answers ``0xA5`` on the controller's ``halted`` pulse.
+    ``RUN`` pulses ``start`` and answers ``0xA5 0 0`` on the controller's ``halted``
+    pulse, or ``0xA6 segment`` (u16) once it is ``paused`` at a ``STREAM``; ``RESUME``
+    pulses ``resume`` and answers the same way (``0x5A 0 0`` when nothing is paused).
     Unknown command bytes get ``0x5A``. Throughput is one byte per cycle in both
     directions, also across word boundaries.
 
@@ -98,8 +100,14 @@ class HostInterface(wiring.Component):
         Word access to the memories.
     start : ``Out(1)``
         One-cycle pulse that starts the controller at PC 0.
+    resume : ``Out(1)``
+        One-cycle pulse that continues a run paused at a ``STREAM``.
     busy : ``In(1)``
         The controller is running.
+    paused : ``In(1)``
+        The controller waits at a ``STREAM`` (``busy`` stays high).
+    segment : ``In(16)``
+        The stream segment the paused ``STREAM`` asks for.
     halted : ``In(1)``
         One-cycle pulse from the controller when a run completes (HALT after drain).
     cycles : ``In(64)``
@@ -115,7 +123,10 @@ class HostInterface(wiring.Component):
             "o": Out(stream.Signature(8)),
             "bus": Out(HostMemorySignature(config)),
             "start": Out(1),
+            "resume": Out(1),
             "busy": In(1),
+            "paused": In(1),
+            "segment": In(16),
             "halted": In(1),
             "cycles": In(64),
         })
@@ -193,8 +204,13 @@ class HostInterface(wiring.Component):
                             m.next = "HEADER"
                         with m.Case(Command.RUN):
                             m.next = "RUN_START"
+                        with m.Case(Command.RESUME):
+                            with m.If(self.paused):
+                                m.next = "RESUME_START"
+                            with m.Else():
+                                send(NACK, 3)
                         with m.Case(Command.STATUS):
-                            send(Cat(self.busy, ran, Const(0, 6), self.cycles), 9)
+                            send(Cat(self.busy, ran, self.paused, Const(0, 5), self.cycles), 9)
                         with m.Case(Command.IDENT):
                             send(self.ident_reply(), _REPLY_BYTES)
                         with m.Default():
@@ -265,10 +281,16 @@ class HostInterface(wiring.Component):
                 m.d.sync += ran.eq(0)
                 m.next = "RUN_WAIT"
 
+            with m.State("RESUME_START"):
+                m.d.comb += self.resume.eq(1)
+                m.next = "RUN_WAIT"
+
             with m.State("RUN_WAIT"):
                 with m.If(self.halted):
                     m.d.sync += ran.eq(1)
-                    send(ACK, 1)
+                    send(ACK, 3)
+                with m.Elif(self.paused):
+                    send(Cat(Const(PAUSED, 8), self.segment), 3)
 
             with m.State("REPLY"):
                 m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(reply[:8])]

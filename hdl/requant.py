@@ -1,8 +1,10 @@
 """Hold the requantizer: bias, float32-exact rescaling, zero point, saturation and clamp per lane.
 
 The arithmetic is :func:`accel.numerics.requantize_integer` (``docs/numerics.md``, section
-4) with the bias added first, bit for bit, as an 8-stage pipeline that takes one row of
-``cols`` accumulators per cycle.
+4) with the bias added first, bit for bit, as an 8-stage pipeline per lane. With
+``config.requant_lanes`` lanes for ``cols`` columns, a row takes ``cols / requant_lanes``
+cycles (the lanes are time-multiplexed over the columns), which is how the small presets
+save area.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -52,13 +54,16 @@ class Requantizer(wiring.Component):
     Timing contract
     ---------------
     A fixed-latency pipeline without back-pressure: a row on ``i`` in cycle ``T`` (``i.valid``
-    high) leaves on ``o`` in cycle ``T + latency`` (``latency = 8``) with its tag, one row per
-    cycle, in order. ``params``, ``y_zp``, ``y_lo``, ``y_hi`` and ``y_signed`` are sampled
-    together with the row, in the cycle its ``i.valid`` is high, and carried along with it:
-    they must be valid while rows enter and may change in the cycle after the last row of
-    an instruction has entered, even though that row is still in the pipeline.
+    high) leaves on ``o`` in cycle ``T + latency`` with its tag, in order, where
+    ``latency = 7 + spacing`` and ``spacing = cols / requant_lanes``. Rows must enter at
+    least ``spacing`` cycles apart (every cycle with one lane per column): lane ``j`` takes
+    column ``p * requant_lanes + j`` in the ``p``-th cycle of the row. ``params``, ``y_zp``,
+    ``y_lo``, ``y_hi`` and ``y_signed`` are sampled together with the row, in the cycle its
+    ``i.valid`` is high, and carried along with it: they must be valid while rows enter and
+    may change in the cycle after the last row of an instruction has entered, even though
+    that row is still in the pipeline.
 
-    Pipeline stages (each ends in a register): (1) bias add; (2) absolute value;
+    Pipeline stages of a lane (each ends in a register): (1) bias add; (2) absolute value;
     (3) leading-zero count; (4) normalization and rounding of ``|v|`` to 24 bits;
     (5) the 24x24 product (from :func:`accel.hdl.pe.multiplier`); (6) rounding of the
     product to 24 bits; (7) the final rounding shift; (8) sign, zero point, saturation and
@@ -67,7 +72,8 @@ class Requantizer(wiring.Component):
     Parameters
     ----------
     config : HardwareConfig
-        ``cols`` is the number of lanes, ``acc_width`` the accumulator width.
+        ``cols`` is the row width, ``requant_lanes`` the number of lanes, ``acc_width`` the
+        accumulator width.
     tag_width : int
         Width of the tag carried from each input row to its output row.
 
@@ -121,9 +127,14 @@ class Requantizer(wiring.Component):
         return self._tag_width
 
     @property
+    def spacing(self) -> int:
+        """Return the fewest cycles between two rows on ``i``: ``cols / requant_lanes``."""
+        return self._config.requant_spacing
+
+    @property
     def latency(self) -> int:
-        """Return the cycles from a row on ``i`` to its row on ``o``."""
-        return 8
+        """Return the cycles from a row on ``i`` to its row on ``o``: ``7 + spacing``."""
+        return 7 + self.spacing
 
     def elaborate(self, platform):
         m = Module()
@@ -133,27 +144,67 @@ class Requantizer(wiring.Component):
         # clamp(y, low, high) with low = clamp(qmin, lo, hi) <= high = clamp(qmax, lo, hi)
         # (clamp(v, a, b) = min(max(v, a), b) is monotonic in v), so the bounds are merged
         # on entry and the last stage compares once.
+        c = self._config
+        lanes, spacing = c.requant_lanes, self.spacing
         side_layout = data.StructLayout({
-            "valid": 1, "tag": unsigned(self._tag_width),
+            "valid": 1, "tag": unsigned(self._tag_width), "phase": range(spacing),
             "zp": signed(9), "low": signed(9), "high": signed(9),
         })
-        side = [Signal(side_layout, name=f"side{s}") for s in range(1, self.latency + 1)]
+        lane_stages = 8
+        side = [Signal(side_layout, name=f"side{s}") for s in range(1, lane_stages + 1)]
         qmin = Mux(self.y_signed, -128, 0)
         qmax = Mux(self.y_signed, 127, 255)
-        m.d.sync += [
-            side[0].valid.eq(self.i.valid), side[0].tag.eq(self.i.payload.tag),
-            side[0].zp.eq(self.y_zp),
-            side[0].low.eq(_clamp(qmin, self.y_lo, self.y_hi)),
-            side[0].high.eq(_clamp(qmax, self.y_lo, self.y_hi)),
+        entry = Signal(side_layout)
+        m.d.comb += [
+            entry.valid.eq(self.i.valid), entry.tag.eq(self.i.payload.tag), entry.zp.eq(self.y_zp),
+            entry.low.eq(_clamp(qmin, self.y_lo, self.y_hi)),
+            entry.high.eq(_clamp(qmax, self.y_lo, self.y_hi)),
         ]
-        for s in range(1, self.latency):
+        accs, params = self.i.payload.acc, self.params
+        if spacing > 1:
+            # Time-multiplexing: the lanes take columns 0 .. lanes-1 straight from the row;
+            # the later columns wait in holding registers that shift down by `lanes` columns
+            # per cycle. `phase` is the next cycle's phase (0: no row in progress).
+            phase = Signal(range(spacing))
+            held = Signal(side_layout)
+            held_acc = Signal(len(self.i.payload.acc.as_value()))
+            held_params = Signal(len(self.params.as_value()))
+            acc_step, param_step = c.acc_width * lanes, isa.PARAM_BITS * lanes
+            with m.If(self.i.valid):
+                m.d.sync += [held.eq(entry), phase.eq(1),
+                             held_acc.eq(self.i.payload.acc.as_value() >> acc_step),
+                             held_params.eq(self.params.as_value() >> param_step)]
+            with m.Elif(phase != 0):
+                m.d.sync += [phase.eq(Mux(phase == spacing - 1, 0, phase + 1)),
+                             held_acc.eq(held_acc >> acc_step), held_params.eq(held_params >> param_step)]
+            accs = data.View(data.ArrayLayout(signed(c.acc_width), c.cols),
+                             Mux(self.i.valid, self.i.payload.acc.as_value(), held_acc))
+            params = data.View(data.ArrayLayout(isa.ParamWord, c.cols),
+                               Mux(self.i.valid, self.params.as_value(), held_params))
+            muxed = Signal(side_layout)
+            with m.If(self.i.valid):
+                m.d.comb += muxed.eq(entry)
+            with m.Elif(phase != 0):
+                m.d.comb += [muxed.eq(held), muxed.phase.eq(phase)]
+            entry = muxed
+        m.d.sync += side[0].eq(entry)
+        for s in range(1, lane_stages):
             m.d.sync += side[s].eq(side[s - 1])
 
         last = side[-1]
-        m.d.comb += [self.o.valid.eq(last.valid), self.o.payload.tag.eq(last.tag)]
-        for c in range(self._config.cols):
-            m.d.comb += self.o.payload.data[c].eq(
-                self._lane(m, platform, c, self.i.payload.acc[c], self.params[c], side))
+        outputs = [self._lane(m, platform, j, accs[j], params[j], side) for j in range(lanes)]
+        # Columns of the row's earlier cycles wait for its last cycle's, then leave together.
+        for p in range(spacing):
+            for j in range(lanes):
+                column = p * lanes + j
+                if p == spacing - 1:
+                    m.d.comb += self.o.payload.data[column].eq(outputs[j])
+                else:
+                    kept = Signal(8, name=f"out{column}")
+                    with m.If(last.valid & (last.phase == p)):
+                        m.d.sync += kept.eq(outputs[j])
+                    m.d.comb += self.o.payload.data[column].eq(kept)
+        m.d.comb += [self.o.valid.eq(last.valid & (last.phase == spacing - 1)), self.o.payload.tag.eq(last.tag)]
         return m
 
     def _lane(self, m, platform, c, acc, param, side):

@@ -1,7 +1,7 @@
 """Execute compiled programs instruction by instruction on NumPy images of the accelerator's memories.
 
 :class:`EmulatorTarget` is a :class:`~accel.runtime.Target`: it answers the host-link
-operations (WRITE, READ, RUN, STATUS, IDENT) like the hardware, decodes every instruction
+operations (WRITE, READ, RUN, RESUME, STATUS, IDENT) like the hardware, decodes every instruction
 with :func:`accel.isa.decode` and executes it as ``docs/isa.md`` specifies, one whole
 MATMUL at a time with NumPy (all rows and tiles at once), requantizing with
 :func:`accel.numerics.requantize_integer` on the parameter words. Its cycle count comes
@@ -28,12 +28,13 @@ from ..compiler.layout import pack_words, unpack_param_words, unpack_words, wrap
 from ..config import HW_REVISION, HardwareConfig
 from ..errors import DeviceError
 from ..isa import PARAM_BITS, AddParams, Memory, Opcode, Vop, decode
-from ..runtime import HardwareDevice, Ident, IdentInfo, Read, Run, Status, Target, Write
+from ..runtime import HardwareDevice, Ident, IdentInfo, Paused, Read, Resume, Run, Status, Target, Write
 
 __all__ = ["EmulatorTarget", "EmulatorDevice"]
 
 STATUS_BUSY = 1
 STATUS_DONE = 2
+STATUS_PAUSED = 4
 _BY_MATMUL, _BY_VECTOR = 1, 2  # what wrote an ABUF word since the last SYNC
 
 
@@ -67,6 +68,8 @@ class EmulatorTarget(Target):
                 results.append(self._read(op.mem, op.addr, op.count))
             elif isinstance(op, Run):
                 results.append(self.run())
+            elif isinstance(op, Resume):
+                results.append(self.resume())
             elif isinstance(op, Status):
                 results.append((self.status, self.cycles))
             elif isinstance(op, Ident):
@@ -110,33 +113,49 @@ class EmulatorTarget(Target):
         return pack_words(self.accbuf[span], cfg.acc_width)
 
     # -- execution ------------------------------------------------------------------------
-    def run(self) -> None:
-        """Execute the program from IMEM address 0 to its HALT."""
-        model = CycleModel(self.config)
+    def run(self) -> Paused | None:
+        """Execute the program from IMEM address 0 to its HALT or first STREAM."""
+        self._model = CycleModel(self.config)
+        self._geometry: _Geometry | None = None  # the SETCONV registers (unset at RUN)
+        return self._execute(0)
+
+    def resume(self) -> Paused | None:
+        """Continue a run paused at a STREAM, at the STREAM's resume PC."""
+        if self.status != STATUS_BUSY | STATUS_PAUSED:
+            raise DeviceError("emu: RESUME with no run paused at a STREAM")
+        return self._execute(self._resume_pc)
+
+    def _execute(self, pc: int) -> Paused | None:
+        model = self._model
         self.status = STATUS_BUSY
         pending = np.zeros(self.config.abuf.depth, np.uint8)  # who wrote each ABUF word since the last SYNC (0: none)
         results: list[_Result] = []
-        geometry: _Geometry | None = None  # the SETCONV registers (unset at RUN)
-        for pc in range(self.config.imem.depth):
+        geometry = self._geometry
+        while pc < self.config.imem.depth:
             insn = self._decode(pc)
+            pc += 1
             reads = 0
             if isinstance(insn, _Geometry):
                 geometry = insn
                 model.step(Opcode.SETCONV)
                 continue
             if insn.opcode == Opcode.MATMUL:
-                results.append(self._matmul(pc, insn, pending, geometry))
-            elif insn.opcode in (Opcode.SYNC, Opcode.HALT):
+                results.append(self._matmul(pc - 1, insn, pending, geometry))
+            elif insn.opcode in (Opcode.SYNC, Opcode.HALT, Opcode.STREAM):
                 self._write_results(results)
                 results, pending[:] = [], 0
             elif insn.opcode == Opcode.VECTOR:  # implies a SYNC before it
                 self._write_results(results)
                 results, pending[:] = [], 0
-                reads = self._vector(pc, insn, pending, geometry)
+                reads = self._vector(pc - 1, insn, pending, geometry)
             model.step(insn.opcode, insn.count, insn.k_tiles, reads, conv=bool(insn.conv))
             if insn.opcode == Opcode.HALT:
                 self.cycles, self.status = model.cycles, STATUS_DONE
                 return None
+            if insn.opcode == Opcode.STREAM:
+                self._geometry, self._resume_pc = geometry, insn.a_addr
+                self.cycles, self.status = model.cycles, STATUS_BUSY | STATUS_PAUSED
+                return Paused(insn.count)
         self.status = 0
         raise DeviceError(f"emu: the program ran past the end of IMEM (address {self.config.imem.depth - 1}) "
                           f"without a HALT")

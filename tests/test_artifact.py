@@ -145,8 +145,9 @@ def test_cli_errors_are_one_line(mlp, tmp_path):
     one_line_error(cli("compile", tmp_path / "two.onnx", "-o", tmp_path / "two.accel"),
                    "one input and one output", "inputs ['a', 'b']")
     assert cli("compile", zoo.build("digits_cnn", "qdq_tensor"), "-o", tmp_path / "cnn.accel").returncode == 0
-    one_line_error(cli("compile", zoo.build("fc_autoencoder", "qdq_tensor"), "--config", "icebreaker", "-o",
-                       tmp_path / "fc.accel"), "wbuf 264,192 bytes, icebreaker has 65,536")
+    one_line_error(cli("compile", zoo.build("fc_autoencoder", "qdq_tensor"), "--config", "icebreaker", "--batch",
+                       "1000", "-o", tmp_path / "fc.accel"), "abuf 896,000 bytes, icebreaker has 65,536",
+                   "or a smaller batch")
     one_line_error(cli("compile", path, "--config", "nope", "-o", tmp_path / "z.accel"), "unknown config 'nope'")
     data = out.read_bytes()
     (tmp_path / "cut.accel").write_bytes(data[:len(data) // 2])

@@ -75,10 +75,12 @@ def test_zoo_models_bit_exact(name, variant, activation, config):
         assert "conv" in text or "pointwise" in text
 
 
-def test_mobilenet_does_not_fit_sim_small():
+def test_mobilenet_activations_must_fit_abuf():
     model = load_model(str(zoo.build("mobilenet_v1_025", "qop_channel")))
-    with pytest.raises(accel.DoesNotFitError, match="pbuf"):
-        compile_model(model, SIM_SMALL)
+    small_abuf = dataclasses.replace(SIM_SMALL, name="small-abuf", abuf=BufferSpec(4096))
+    with pytest.raises(accel.DoesNotFitError, match=r"needs abuf 55,296 bytes, small-abuf has 16,384; .*"
+                                                    r"activations and accumulators stay on chip"):
+        compile_model(model, small_abuf)
 
 
 # -- hand-built QLinearConv models --------------------------------------------------------------

@@ -309,7 +309,9 @@ def test_array_long_tiles_have_no_bubbles():
 def test_requantizer_ports_and_latency():
     config = preset("sim-small")
     requant = Requantizer(config, tag_width=5)
-    assert requant.latency == 8 and requant.tag_width == 5
+    assert requant.latency == 8 and requant.spacing == 1 and requant.tag_width == 5
+    shared = Requantizer(HardwareConfig.from_dict({**config.to_dict(), "requant_lanes": 1}))
+    assert shared.spacing == 4 and shared.latency == 11
     assert requant.i.payload.shape().size == config.cols * config.acc_width + 5
     assert requant.o.payload.shape().size == config.cols * 8 + 5
     assert requant.params.shape().size == config.cols * 64
@@ -318,8 +320,20 @@ def test_requantizer_ports_and_latency():
         Requantizer(None)
 
 
+def test_requant_lanes_must_divide_the_columns():
+    base = preset("sim-small").to_dict()
+    assert HardwareConfig.from_dict(base).requant_lanes == 4  # None: one lane per column
+    assert HardwareConfig.from_dict({**base, "requant_lanes": 2}).requant_spacing == 2
+    assert preset("icebreaker").requant_spacing == 4
+    for bad in (0, 3, 8, 2.0, True):
+        with pytest.raises(ValueError, match=r"requant_lanes must be a positive divisor of cols \(4\)"):
+            HardwareConfig.from_dict({**base, "requant_lanes": bad})
+    ids = {HardwareConfig.from_dict({**base, "requant_lanes": n}).config_id() for n in (1, 2, 4)}
+    assert len(ids) == 3
+
+
 def run_requantizer(config, rows, idle=0.2, idle_seed=0):
-    """Feed ``rows`` (one per cycle, with idle cycles) and return the output bytes per row.
+    """Feed ``rows`` (one per ``spacing`` cycles, with idle cycles) and return the output bytes per row.
 
     Each row comes with its own parameters; idle cycles carry other rows' parameters, so
     only what is sampled with a valid row may matter. Latency and tags are checked.
@@ -348,6 +362,10 @@ def run_requantizer(config, rows, idle=0.2, idle_seed=0):
                 ctx.set(requant.i.valid, 1)
                 set_row(ctx, row, tag)
                 await ctx.tick()
+                for _ in range(requant.spacing - 1):  # time-multiplexed lanes: the row's other cycles
+                    ctx.set(requant.i.valid, 0)
+                    set_row(ctx, rows[int(rng.integers(len(rows)))], 0)
+                    await ctx.tick()
             ctx.set(requant.i.valid, 0)
 
         async def monitor(ctx):
@@ -369,10 +387,16 @@ def run_requantizer(config, rows, idle=0.2, idle_seed=0):
     return got
 
 
-REQUANT_CONFIGS = [preset("sim-small"), small_config(rows=2, cols=2)]
+REQUANT_CONFIGS = [preset("sim-small"), small_config(rows=2, cols=2),
+                   HardwareConfig.from_dict({**preset("sim-small").to_dict(), "requant_lanes": 1}),
+                   small_config(rows=4, cols=4, requant_lanes=2), small_config(rows=3, cols=3, requant_lanes=1)]
 
 
-@pytest.mark.parametrize("config", REQUANT_CONFIGS, ids=lambda c: f"{c.cols}lanes-acc{c.acc_width}")
+def requant_id(config):
+    return f"{config.cols}cols-{config.requant_lanes}lanes-acc{config.acc_width}"
+
+
+@pytest.mark.parametrize("config", REQUANT_CONFIGS, ids=requant_id)
 def test_requantizer_edge_cases_match_numerics(config):
     rng = rng_for(config.cols, 4)
     rows = edge_rows(rng, config.cols, config.acc_width)
@@ -381,7 +405,7 @@ def test_requantizer_edge_cases_match_numerics(config):
         assert out == expected_bytes(row) == expected_float(row), f"seed {SEED}: {row}"
 
 
-@pytest.mark.parametrize("config", REQUANT_CONFIGS, ids=lambda c: f"{c.cols}lanes-acc{c.acc_width}")
+@pytest.mark.parametrize("config", REQUANT_CONFIGS, ids=requant_id)
 def test_requantizer_random_rows_match_numerics(config):
     rng = rng_for(config.cols, 5)
     rows = random_rows(rng, 1200 // config.cols, config.cols, config.acc_width)

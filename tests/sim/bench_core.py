@@ -18,7 +18,7 @@ from cocotb.triggers import FallingEdge
 
 from accel import isa
 from accel.config import HW_REVISION, HardwareConfig
-from accel.runtime import Ident, Read, Run, Status, Write, parse_reply, reply_length, request_bytes
+from accel.runtime import Ident, Paused, Read, Resume, Run, Status, Write, parse_reply, reply_length, request_bytes
 from accel.sim.rtl_host import HostLinkDriver
 
 from core_model import CoreModel, place_gemm
@@ -177,13 +177,47 @@ async def test_ident_and_unknown_commands(dut):
     tb = Testbench(dut, cocotb.RANDOM_SEED)
     await tb.start()
     await tb.exchange([Ident()])
-    for command in (0x00, 0x06, 0x7F, 0xA5, 0xFF):
+    for command in (0x00, 0x07, 0x7F, 0xA5, 0xFF):
         assert await tb.raw(bytes([command]), 1) == bytes([isa.NACK])
+    resume = bytes([isa.Command.RESUME.value])
+    assert await tb.raw(resume, 3) == bytes([isa.NACK, 0, 0]), "RESUME with nothing paused"
     header = bytes([isa.Command.READ.value, 9]) + (0).to_bytes(4, "little") + (3).to_bytes(4, "little")
     assert await tb.raw(header, 1) == bytes([isa.NACK]), "READ of memory 9"
     empty_write = bytes([isa.Command.WRITE.value, isa.Memory.ABUF.value]) + bytes(8)
     assert await tb.raw(empty_write, 1) == bytes([isa.ACK]), "WRITE of 0 words"
     await tb.exchange([Read(isa.Memory.ABUF, 5, 0), Ident()])
+
+
+@cocotb.test()
+async def test_stream_pauses_and_resumes(dut):
+    """STREAM drains, pauses with its segment, lends the memories to the host, and goes on at its resume PC."""
+    tb = Testbench(dut, cocotb.RANDOM_SEED)
+    await tb.start()
+    R, C = tb.config.rows, tb.config.cols
+    w = tb.np_rng.integers(-100, 100, (R, C))
+    first = [isa.matmul(w_addr=0, a_addr=0, a_stride=1, count=3, k_tiles=1, p_addr=0, y_addr=8, y_stride=1,
+                        y_zp=0, y_lo=-128, y_hi=127, x_signed=1, y_signed=1),
+             isa.stream(0x1234, 5)]
+    ops = [Write(isa.Memory.IMEM, 0, tuple(first)),
+           Write(isa.Memory.WBUF, 0, tuple(isa.pack_values(row, tb.config.weight_bits) for row in w)),
+           Write(isa.Memory.PBUF, 0, tuple(isa.param_word(0, 1 << 23, -23) for _ in range(C))),
+           Write(isa.Memory.ABUF, 0, tuple(isa.pack_values(tb.np_rng.integers(-9, 9, R), 8) for _ in range(3)))]
+    for op in ops:
+        tb.model.expect(op)
+    await tb.raw(b"".join(request_bytes(op, tb.config) for op in ops), len(ops))
+    run = await tb.raw(request_bytes(Run(), tb.config), 3)
+    assert parse_reply(Run(), tb.config, run) == Paused(0x1234)
+    status, cycles = parse_reply(Status(), tb.config, await tb.raw(request_bytes(Status(), tb.config), 9))
+    assert status == 0b101, f"status {status:#04x} while paused, expected busy | paused"
+    # the results before the STREAM are written: read them while paused (the host owns the memories)
+    tb.model.memories.matmul(isa.decode(first[0]))
+    results = await tb.exchange([Read(isa.Memory.ABUF, 8, 3)])
+    assert results[0] == tb.model.memories.read(isa.Memory.ABUF, 8, 3)
+    # the second segment: a new program at the resume PC
+    await tb.exchange([Write(isa.Memory.IMEM, 5, (isa.halt(),))])
+    assert parse_reply(Resume(), tb.config, await tb.raw(request_bytes(Resume(), tb.config), 3)) is None
+    status, total = parse_reply(Status(), tb.config, await tb.raw(request_bytes(Status(), tb.config), 9))
+    assert status == 0b10 and total > cycles, (status, cycles, total)
 
 
 @cocotb.test()

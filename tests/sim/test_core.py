@@ -92,7 +92,8 @@ def test_bench_with_random_stalls(core_build):
                            extra_env={"ACCEL_CONFIG": json.dumps(CONFIG.to_dict())})
     print(f"seed={SEED}")
     assert [t.name for t in result.tests] == [
-        "test_ident_and_unknown_commands", "test_memory_round_trips", "test_matmul_program"]
+        "test_ident_and_unknown_commands", "test_stream_pauses_and_resumes", "test_memory_round_trips",
+        "test_matmul_program"]
 
 
 def test_ident_reports_the_config(target):
@@ -118,7 +119,7 @@ def test_write_read_round_trip(target, mem):
 
 
 def test_unknown_command_gets_nack(target):
-    for command in (0x00, 0x06, 0x42, 0xFF):
+    for command in (0x00, 0x07, 0x42, 0xFF):
         assert target.transact(bytes([command]), 1) == bytes([isa.NACK])
     assert target.execute([Ident()])[0].config_id == CONFIG.config_id()
 

@@ -1,0 +1,138 @@
+"""Weight streaming: models whose program, weights or parameters exceed the on-chip buffers run in segments.
+
+The compiler splits the program into segments that each fit IMEM, WBUF and PBUF; the
+program's STREAM instructions pause the run until the host has written the next segment
+(accel/runtime.py). These tests check the plan, the artifact round trip, the host-link
+protocol and that the emulator's results stay bit-exact with the golden model.
+"""
+
+import dataclasses
+
+import numpy as np
+import pytest
+
+import accel
+from accel import isa, zoo
+from accel.artifact import Artifact
+from accel.compiler import cycles
+from accel.compiler.backend import compile_model, compile_program
+from accel.compiler.errors import DoesNotFitError
+from accel.config import BufferSpec, preset
+from accel.errors import DeviceError
+from accel.runtime import Paused, Resume, Run, Status, parse_reply, reply_length, request_bytes
+from accel.sim.emulator import EmulatorTarget
+
+ICEBREAKER = preset("icebreaker")
+SEED = 20261128
+
+STREAMED = [("fc_autoencoder", "qop_channel"), ("mobilenet_v1_025", "qop_channel"),
+            ("resnet8", "qdq_channel"), ("ds_cnn", "qdq_channel")]
+
+
+@pytest.fixture(scope="module", params=STREAMED, ids=lambda p: p[0])
+def streamed(request):
+    name, variant = request.param
+    model = accel.load_model(zoo.build(name, variant, activation_type="uint8" if name == "resnet8" else "int8"))
+    return name, model, compile_model(model, ICEBREAKER)
+
+
+def test_segments_fit_the_buffers_and_cover_every_weight(streamed):
+    name, model, art = streamed
+    cfg = art.config
+    assert art.streamed and len(art.segments) >= 2
+    for k, seg in enumerate(art.segments):
+        assert 0 < len(seg.imem) <= cfg.imem.depth and len(seg.wbuf) <= cfg.wbuf.depth
+        assert len(seg.pbuf) <= cfg.pbuf.depth
+        last = isa.decode(seg.imem[-1])
+        if k + 1 < len(art.segments):
+            assert (last.opcode, last.count, last.a_addr) == (isa.Opcode.STREAM, k + 1, 0)
+        else:
+            assert last.opcode == isa.Opcode.HALT
+        # exactly one STREAM or HALT per segment, at its end
+        assert all(isa.decode(w).opcode not in (isa.Opcode.STREAM, isa.Opcode.HALT) for w in seg.imem[:-1])
+    # every weight of the resident compile (on a config with room) is in exactly one segment
+    roomy = dataclasses.replace(cfg, name="roomy", imem=BufferSpec(8192), wbuf=BufferSpec(1 << 19),
+                                pbuf=BufferSpec(1 << 15))
+    resident = compile_model(model, roomy)
+    assert not resident.streamed
+    assert sorted(w for seg in art.segments for w in seg.wbuf) == sorted(resident.wbuf)
+    assert sum(len(seg.pbuf) for seg in art.segments) == len(resident.pbuf)
+    assert art.stream_bytes() == sum(seg.nbytes(cfg) for seg in art.segments)
+
+
+def test_streamed_artifact_round_trips(streamed, tmp_path):
+    _, _, art = streamed
+    path = tmp_path / "m.accel"
+    art.save(path)
+    back = accel.artifact.load_artifact(path)
+    assert back.segments == art.segments and back.stream_bytes() == art.stream_bytes()
+
+
+def test_streamed_models_match_golden_on_emu(streamed):
+    name, model, art = streamed
+    rng = np.random.default_rng(SEED)
+    print(f"seed {SEED}")
+    x = zoo.calibration_data(name, n=3, seed=int(rng.integers(1 << 16)))
+    golden = accel.open_device("golden").load(model)
+    emu = accel.open_device("emu").load(art)
+    for i in range(3):  # runs after the first rewrite segment 0 before they start
+        assert np.array_equal(golden.run(x[i:i + 1]), emu.run(x[i:i + 1]))
+        assert emu.last_stream_bytes == [art.stream_bytes() if i else art.stream_bytes()
+                                         - art.segments[0].nbytes(art.config)]
+    # the batch API streams each run, too
+    batch = emu.run_batch(x)
+    assert np.array_equal(batch, golden.run_batch(x))
+    assert emu.last_stream_bytes == [art.stream_bytes()] * 3
+
+
+def test_streaming_costs_only_drains():
+    """A streamed run's compute cycles exceed the resident run's by the drains of its STREAMs at most."""
+    model = accel.load_model(zoo.build("resnet8", "qop_channel"))
+    art = compile_model(model, ICEBREAKER)
+    roomy = dataclasses.replace(ICEBREAKER, name="roomy", wbuf=BufferSpec(1 << 17), pbuf=BufferSpec(1024))
+    resident = compile_model(model, roomy)
+    x = zoo.calibration_data("resnet8", n=1)
+    streamed_cycles = accel.open_device("emu").load(art)
+    streamed_cycles.run(x)
+    plain = accel.open_device("emu").load(resident)
+    plain.run(x)
+    extra = streamed_cycles.last_cycles[0] - plain.last_cycles[0]
+    # each STREAM drains the pipeline, then the next MATMUL starts cold (fetch, setup, first weight tile)
+    per_stream = (cycles.drain_cycles(ICEBREAKER) + cycles.SYNC_CYCLES + cycles.FETCH_CYCLES + cycles.CONV_SETUP
+                  + cycles.weight_load_cycles(ICEBREAKER))
+    assert 0 < extra <= (len(art.segments) - 1) * per_stream, extra
+    assert sum(layer["cycles"] for layer in art.layers) == streamed_cycles.last_cycles[0]
+
+
+def test_run_and_resume_replies():
+    cfg = ICEBREAKER
+    assert request_bytes(Resume(), cfg) == bytes([isa.Command.RESUME.value])
+    assert reply_length(Run(), cfg) == reply_length(Resume(), cfg) == 3
+    assert parse_reply(Run(), cfg, bytes([isa.ACK, 0, 0])) is None
+    assert parse_reply(Resume(), cfg, bytes([isa.PAUSED, 0x34, 0x12])) == Paused(0x1234)
+    with pytest.raises(DeviceError, match="no run paused"):
+        parse_reply(Resume(), cfg, bytes([isa.NACK, 0, 0]))
+    with pytest.raises(DeviceError, match="expected ACK"):
+        parse_reply(Run(), cfg, bytes([0x00, 0, 0]))
+
+
+def test_emulator_pauses_and_resumes_at_stream():
+    cfg = ICEBREAKER
+    target = EmulatorTarget(cfg)
+    from accel.runtime import Write
+    from accel.isa import Memory
+    program = [isa.sync(), isa.stream(7, 3), isa.halt(), isa.halt()]
+    results = target.execute([Write(Memory.IMEM, 0, tuple(program)), Run(), Status()])
+    assert results[1] == Paused(7) and results[2][0] == 0b101
+    with pytest.raises(DeviceError, match="RESUME with no run paused"):
+        EmulatorTarget(cfg).execute([Resume()])
+    assert target.execute([Resume(), Status()])[0] is None
+    assert target.execute([Status()])[0][0] == 0b10
+
+
+def test_a_chunk_bigger_than_the_buffer_is_refused():
+    model = accel.load_model(zoo.build("fc_autoencoder", "qdq_channel"))
+    small = dataclasses.replace(ICEBREAKER, name="small-wbuf", wbuf=BufferSpec(64))
+    with pytest.raises(DoesNotFitError, match=r"layer '[^']+' cannot stream: column tile 0 needs 2,560 bytes of "
+                                              r"wbuf, small-wbuf holds 256; use a config with a bigger wbuf"):
+        compile_program(model, small)
