@@ -49,7 +49,8 @@ class UartTx(wiring.Component):
     Members
     -------
     i : ``In(stream.Signature(8))``
-        Bytes to send; ``ready`` is high while the transmitter is idle.
+        Bytes to send; ``ready`` is high while the transmitter is idle and in the last
+        cycle of a stop bit.
     tx : ``Out(1)``
         The serial line, 1 when idle; driven straight from a flop.
     busy : ``Out(1)``
