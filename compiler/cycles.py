@@ -23,7 +23,7 @@ then the swap), MATMUL ``i`` of ``count`` rows and ``k_tiles`` tiles:
   last K tile, which go to the requantizer, enter the array ``S`` cycles apart, and a
   one-tile MATMUL's first row waits until ``S`` cycles after the previous MATMUL's last row.
 
-``SYNC`` and ``HALT`` end ``drain = R + C + DRAIN_STAGES`` cycles after the last MATMUL's
+``SYNC``, ``HALT`` and ``STREAM`` end ``drain = R + C + DRAIN_STAGES`` cycles after the last MATMUL's
 last row (input skew across the rows, output skew across the columns, accumulate,
 requantizer pipeline, write-back), plus ``SYNC_CYCLES``; with nothing in flight they take
 ``SYNC_CYCLES``. ``NOP`` takes ``FETCH_CYCLES``.

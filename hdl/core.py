@@ -20,8 +20,9 @@ class AcceleratorCore(wiring.Component):
 
     The five memories of ``docs/isa.md`` are :class:`amaranth.lib.memory.Memory` instances
     (``imem``, ``wbuf``, ``abuf``, ``pbuf``, ``accbuf``), each with one synchronous read port
-    and one write port. The controller owns every port while it is busy; the host interface
-    owns them otherwise (it issues no memory access while a ``RUN`` is in progress). While
+    and one write port. The controller owns every port while it is busy and not paused at
+    a ``STREAM``; the host interface owns them otherwise (it issues no memory access while
+    a ``RUN`` or ``RESUME`` is in progress). While
     a ``VECTOR`` runs, the :class:`VectorUnit` takes the ABUF ports, the PBUF read port and
     the requantizer (the controller has drained, so both never drive them at once). The ACC
     read port is transparent to the ACC write port for the controller's read-add-write.
@@ -89,7 +90,10 @@ class AcceleratorCore(wiring.Component):
             vec.rq_o.valid.eq(rq.o.valid),
             vec.rq_o.payload.eq(rq.o.payload),
             ctrl.start.eq(host.start),
+            ctrl.resume.eq(host.resume),
             host.busy.eq(ctrl.busy),
+            host.paused.eq(ctrl.paused),
+            host.segment.eq(ctrl.segment),
             host.halted.eq(ctrl.halted),
             host.cycles.eq(ctrl.cycles),
             self.busy.eq(ctrl.busy),
@@ -125,7 +129,7 @@ class AcceleratorCore(wiring.Component):
             write = mem.write_port()
             read = mem.read_port(transparent_for=(write,) if which == isa.Memory.ACCBUF else ())
             selected = bus.mem == which
-            with m.If(ctrl.busy):
+            with m.If(ctrl.busy & ~ctrl.paused):  # a run paused at STREAM lends them to the host
                 m.d.comb += [read.addr.eq(c_read.addr), read.en.eq(c_read.en)]
                 if c_write is not None:
                     m.d.comb += [write.addr.eq(c_write.addr), write.data.eq(c_write.data),
