@@ -19,7 +19,7 @@ import pytest
 import accel
 from accel import zoo
 from accel.compiler.backend import compile_model
-from accel.config import BufferSpec, HardwareConfig, preset
+from accel.config import preset
 
 from ..fc_models import digits_cnn_head
 
@@ -55,6 +55,8 @@ def check(rtl, path, x, batch=1, config=CONFIG):
     assert np.array_equal(y_emu, expected)
     assert rtl.last_cycles == emu.last_cycles == [sum(layer["cycles"] for layer in artifact.layers)] * len(
         rtl.last_cycles)
+    assert rtl.last_stream_bytes == emu.last_stream_bytes
+    return artifact
 
 
 @pytest.mark.parametrize("variant", ["qdq_channel", "qop_channel"])
@@ -115,8 +117,7 @@ def test_onnx_backend_on_rtl(sim_cache_root):
 
 # -- convolutional networks (issue 4) ----------------------------------------------------------
 
-CNN_CONFIG = HardwareConfig(name="sim-small-pbuf4k", rows=4, cols=4, imem=BufferSpec(1024), abuf=BufferSpec(16384),
-                            wbuf=BufferSpec(131072), accbuf=BufferSpec(1024), pbuf=BufferSpec(4096))
+ICEBREAKER = preset("icebreaker")
 
 
 @pytest.mark.parametrize("variant", zoo.VARIANTS)
@@ -136,12 +137,23 @@ def test_mlperf_tiny_cnns(rtl, name, variant):
     check(rtl, zoo.build(name, variant, activation_type=activation), x)
 
 
-@pytest.mark.parametrize("variant", ["qop_channel", "qdq_channel"])
-def test_mobilenet_v1_025(sim_cache_root, live_output, variant):
-    """MobileNetV1-0.25 needs more PBUF than sim-small has: a 4x4 config with 4,096 parameter words."""
-    print("seed", SEED)
-    x = zoo.calibration_data("mobilenet_v1_025", n=1, seed=SEED)
+@pytest.fixture(scope="module")
+def icebreaker_rtl(sim_cache_root, live_output):
     with live_output():
-        device = accel.open_device("rtl", config=CNN_CONFIG, cache_root=sim_cache_root)
+        device = accel.open_device("rtl", config=ICEBREAKER, cache_root=sim_cache_root)
     with device:
-        check(device, zoo.build("mobilenet_v1_025", variant), x, config=CNN_CONFIG)
+        yield device
+
+
+@pytest.mark.parametrize("name, variant", [("mobilenet_v1_025", "qop_channel"), ("mobilenet_v1_025", "qdq_channel"),
+                                           ("fc_autoencoder", "qop_channel"), ("fc_autoencoder", "qdq_channel")])
+def test_weight_streaming_on_icebreaker(icebreaker_rtl, name, variant):
+    """Models whose weights, parameters and program exceed the icebreaker's buffers stream them during each run."""
+    print("seed", SEED)
+    x = zoo.calibration_data(name, n=2 if name == "fc_autoencoder" else 1, seed=SEED)
+    artifact = check(icebreaker_rtl, zoo.build(name, variant), x, config=ICEBREAKER)
+    assert len(artifact.segments) > 1
+    # segment 0 is loaded with the program; later runs write it again after the last segment
+    first = artifact.stream_bytes() - artifact.segments[0].nbytes(ICEBREAKER)
+    assert icebreaker_rtl.last_stream_bytes == [first] + [artifact.stream_bytes()] * (len(x) - 1)
+    print(f"{name} {variant}: {len(artifact.segments)} segments, {artifact.stream_bytes():,} bytes streamed per run")
