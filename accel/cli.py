@@ -138,20 +138,60 @@ def _device_for(args):
                                     f"run it")
             model = load_model(artifact.source_onnx, artifact.source_name)
             return _open("golden").load(model), [s.name for s in model.inputs]
-        device = _open(args.device, **({"config": args.config} if args.config else {}))
+        device = _open(args.device, **({"config": args.config} if args.config else {}), **_link_options(args))
         return device.load(artifact), [t.name for t in artifact.inputs]
     model = load_model(args.model)
     if args.device == "golden":
         return _open("golden").load(model), [s.name for s in model.inputs]
-    device = _open(args.device, config=preset(args.config or "sim-small"), batch=args.batch or 1)
+    link = _link_options(args)
+    config = preset(args.config) if args.config else (None if link else preset("sim-small"))
+    device = _open(args.device, config=config, batch=args.batch or 1, **link)
     return device.load(model), [s.name for s in model.inputs]
 
 
+def _link_options(args) -> dict:
+    """Return the options of the framed-link devices (board-sim, serial:PORT); refuse them elsewhere."""
+    link = args.device == "board-sim" or args.device.startswith("serial:")
+    given = {"--baud": args.baud, "--board": args.board}
+    if not link:
+        wrong = [flag for flag, value in given.items() if value is not None]
+        if wrong or args.stats and args.device == "golden":
+            flag = wrong[0] if wrong else "--stats"
+            raise AccelError(f"{flag} applies to the board devices (board-sim, serial:PORT), not {args.device!r}")
+        return {}
+    options = {"stats": args.stats}
+    if args.baud is not None:
+        options["baud"] = args.baud
+    if args.device == "board-sim":
+        options["board"] = args.board or "icebreaker"
+    elif args.board is not None:
+        raise AccelError(f"--board applies to board-sim; {args.device} is a real board")
+    return options
+
+
+def _print_stats(device) -> None:
+    """Print transfer vs compute time per inference (device cycles) after ``accel run --stats``."""
+    clock = device.config.clock_hz
+    stats = getattr(device, "last_stats", None)
+    if not stats:   # a simulated core: compute cycles only, no link
+        for k, cycles in enumerate(device.last_cycles):
+            print(f"run {k}: compute {cycles:,} cycles ({cycles / clock * 1e6:,.1f} us at {clock / 1e6:g} MHz)")
+        return
+    for k, s in enumerate(stats):
+        total = s["device_cycles"]
+        print(f"run {k}: transfer {s['transfer_cycles']:,} cycles ({s['transfer_cycles'] / clock * 1e6:,.1f} us), "
+              f"compute {s['compute_cycles']:,} cycles ({s['compute_cycles'] / clock * 1e6:,.1f} us), "
+              f"total {total:,} cycles at {clock / 1e6:g} MHz; transfer {s['transfer_cycles'] / total:.0%}")
+
+
 def cmd_run(args):
+    _link_options(args)  # refuse link options for other devices before loading anything
     device, names = _device_for(args)
     with device:
         x = _load_arrays(args.input, names)
         outputs = device.run_dict(x)
+        if args.stats:
+            _print_stats(device)
     _save_arrays(args.output, outputs)
     for name, value in outputs.items():
         print(f"{name}: {value.dtype.name}{list(value.shape)} -> {args.output}")
@@ -206,6 +246,9 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--config", "-c", help="hardware config to compile an .onnx for (emu/rtl; default sim-small), or "
                    "to require of an artifact")
     p.add_argument("--batch", "-b", type=int, help="inferences per run when compiling an .onnx (default 1)")
+    p.add_argument("--board", help="board-sim: the simulated board (icebreaker, ulx3s-85f; default icebreaker)")
+    p.add_argument("--baud", type=int, help="serial:PORT / board-sim: UART line rate (default: the board's)")
+    p.add_argument("--stats", action="store_true", help="print transfer vs compute time (cycles) per inference")
     p.set_defaults(func=cmd_run)
 
     from .boards import board_names

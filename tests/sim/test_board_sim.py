@@ -7,6 +7,8 @@ the UART gateware (the thousand-fault test runs on the faster stream-level ``lin
 """
 
 import os
+import subprocess
+import sys
 
 import numpy as np
 import onnxruntime as ort
@@ -97,3 +99,36 @@ def test_faults_through_the_uart_gateware_are_detected(board, digits):
     assert len(injector.log) >= 30
     assert board.client.fault_outcomes["undetected"] == 0
     assert np.array_equal(board.run(images).reshape(expected.shape), expected)
+
+
+def test_cli_runs_on_board_sim_with_stats(tmp_path, sim_cache_root, digits):
+    path, artifact = digits
+    images = zoo.digits_dataset()[2][:2]
+    np.save(tmp_path / "x.npy", images)
+    art = tmp_path / "digits.accel"
+    env = {**os.environ, "ACCEL_SIM_CACHE": str(sim_cache_root)}
+    run = [sys.executable, "-m", "accel.cli"]
+    proc = subprocess.run([*run, "compile", str(path), "--config", "icebreaker", "-o", str(art)],
+                          capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    proc = subprocess.run([*run, "run", str(art), "--input", str(tmp_path / "x.npy"), "-o", str(tmp_path / "y.npy"),
+                           "--device", "board-sim", "--stats"], capture_output=True, text=True, env=env)
+    assert proc.returncode == 0, proc.stderr
+    print(proc.stdout)
+    lines = [line for line in proc.stdout.splitlines() if line.startswith("run ")]
+    assert len(lines) == 2 and all("transfer" in line and "compute" in line and "30 MHz" in line for line in lines)
+    assert np.array_equal(np.load(tmp_path / "y.npy").reshape(-1, 10), ort_run(path, images).reshape(-1, 10))
+
+
+@pytest.mark.parametrize("argv, message", [
+    (["--device", "golden", "--stats"], "--stats applies to the board devices"),
+    (["--device", "emu", "--baud", "3000000"], "--baud applies to the board devices"),
+    (["--device", "serial:/dev/nonexistent-accel"], "serial:/dev/nonexistent-accel: cannot open the port"),
+])
+def test_cli_link_options_fail_in_one_line(tmp_path, digits, argv, message):
+    path, _ = digits
+    np.save(tmp_path / "x.npy", zoo.digits_dataset()[2][:1])
+    proc = subprocess.run([sys.executable, "-m", "accel.cli", "run", str(path), "--input", str(tmp_path / "x.npy"),
+                           "-o", str(tmp_path / "y.npy"), *argv], capture_output=True, text=True)
+    assert proc.returncode == 2 and "Traceback" not in proc.stderr
+    assert message in proc.stderr and len(proc.stderr.strip().splitlines()) == 1
