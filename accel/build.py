@@ -321,6 +321,11 @@ def build_board(board, config: HardwareConfig | str | None = None, out_dir=None,
         config = preset(board.name)
     elif isinstance(config, str):
         config = preset(config)
+    if not isinstance(config, HardwareConfig):
+        raise BoardError(f"config must be a HardwareConfig or a preset name, not {config!r}")
+    if config.board not in (None, board.name):
+        raise BoardError(f"config {config.name!r} is for the {config.board} board, not the {board.name}; "
+                         f"pick a config for the {board.name} (e.g. --config {board.name})")
     for name, value in (("seed", seed), ("seeds", seeds)):
         if not isinstance(value, int) or isinstance(value, bool) or value < (0 if name == "seed" else 1):
             raise BoardError(f"{name} must be an integer of at least {0 if name == 'seed' else 1}, not {value!r}")

@@ -118,6 +118,8 @@ def test_build_refuses_bad_input_in_one_line():
                    "baud 6,000,000 is above the ulx3s-85f bridge's limit (FT231X: 3,000,000 baud)")
     one_line_error(cli("build", "--board", "icebreaker", "--config", "huge"), "unknown config 'huge'")
     one_line_error(cli("build", "--board", "icebreaker", "--seeds", "0"), "seeds must be an integer of at least 1")
+    one_line_error(cli("build", "--board", "icebreaker", "--config", "ulx3s-85f"),
+                   "config 'ulx3s-85f' is for the ulx3s-85f board, not the icebreaker")
 
 
 def fake_tool(directory, name, code, output):
