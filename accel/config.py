@@ -173,12 +173,14 @@ PRESETS: dict[str, HardwareConfig] = {
         imem=BufferSpec(256, "ebr"), abuf=BufferSpec(16384, "spram"), wbuf=BufferSpec(16384, "spram"),
         accbuf=BufferSpec(256, "ebr"), pbuf=BufferSpec(256, "ebr"),
         weight_bits=8, clock_hz=30_000_000, board="icebreaker", requant_lanes=1),
-    # ECP5-85F: 144 of the 156 MULT18X18D, buffers in the 208 EBR (18 Kbit each): WBUF 16K x 108 bits
-    # (96 EBR), ABUF 8K x 96 (43), ACCBUF 1K x 384 (22), IMEM 1K x 256 (15), PBUF 1K x 64 (4): 180.
+    # ECP5-85F: a 16x16 array (ResNet-8's and DS-CNN's 16/32/64 channels fill it), 256 products on
+    # the 156 MULT18X18D plus LUT multipliers. Buffers in the 208 EBR (18 Kbit each): ABUF 16K x 128
+    # bits (128 EBR, so MobileNetV1-0.25's activations fit), WBUF 4K x 144 (36; weights beyond it
+    # stream), ACCBUF 512 x 512 (15), IMEM 512 x 256 (8), PBUF 1K x 64 (4): 191.
     "ulx3s-85f": HardwareConfig(
-        name="ulx3s-85f", rows=12, cols=12,
-        imem=BufferSpec(1024, "ebr"), abuf=BufferSpec(8192, "ebr"), wbuf=BufferSpec(16384, "ebr"),
-        accbuf=BufferSpec(1024, "ebr"), pbuf=BufferSpec(1024, "ebr"),
+        name="ulx3s-85f", rows=16, cols=16,
+        imem=BufferSpec(512, "ebr"), abuf=BufferSpec(16384, "ebr"), wbuf=BufferSpec(4096, "ebr"),
+        accbuf=BufferSpec(512, "ebr"), pbuf=BufferSpec(1024, "ebr"),
         clock_hz=125_000_000, board="ulx3s-85f"),
 }
 
