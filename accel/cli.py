@@ -22,7 +22,7 @@ from .api import device_names, load_model, open_device
 from .artifact import ArtifactError, is_artifact, load_artifact
 from .config import preset, preset_names
 from .errors import AccelError, BoardError, DeviceError
-from .report import format_table, report_text, summary_line
+from .report import format_table, report_text, stream_line, summary_line
 
 __all__ = ["main"]
 
@@ -119,6 +119,8 @@ def cmd_compile(args):
     artifact.save(output)
     print(f"wrote {output}: {artifact.source_name} for {config.name} ({artifact.config_hash})")
     print(summary_line(artifact))
+    if artifact.streamed:
+        print(stream_line(artifact))
 
 
 def cmd_report(args):

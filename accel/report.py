@@ -9,7 +9,10 @@ from __future__ import annotations
 
 from .artifact import Artifact
 
-__all__ = ["report_text", "summary_line", "total_cycles", "format_table"]
+__all__ = ["report_text", "summary_line", "stream_line", "total_cycles", "format_table"]
+
+#: Baud rates the streaming cost is quoted at (the ULX3S's FT231X and the iCEBreaker's FT2232H).
+STREAM_BAUDS = (3_000_000, 12_000_000)
 
 
 def format_table(headers: list[str], rows: list[list[str]], right: set[int] = frozenset()) -> str:
@@ -41,10 +44,21 @@ def summary_line(artifact: Artifact) -> str:
             f"({micros:,.1f} us at {artifact.config.clock_hz / 1e6:g} MHz), utilization {util:.1%}")
 
 
+def stream_line(artifact: Artifact) -> str | None:
+    """Return one line on weight streaming (segments, bytes per run, link time), or None when nothing streams."""
+    if not artifact.streamed:
+        return None
+    nbytes = artifact.stream_bytes()
+    times = ", ".join(f"{nbytes * 10 / baud * 1e3:,.1f} ms at {baud / 1e6:g} Mbaud" for baud in STREAM_BAUDS)
+    return (f"streaming: {len(artifact.segments)} segments, {nbytes:,} bytes over the host link per run "
+            f"(8N1 line time: {times}); the compute pauses while a segment loads")
+
+
 def _memory_lines(artifact: Artifact) -> list[str]:
     cfg = artifact.config
     abuf = max((addr + words for layer in artifact.layers for addr, words in layer.get("abuf", {}).values()), default=0)
-    used = dict(imem=len(artifact.imem), abuf=abuf, wbuf=len(artifact.wbuf), pbuf=len(artifact.pbuf))
+    largest = {buf: max(seg.words()[buf] for seg in artifact.segments) for buf in ("imem", "wbuf", "pbuf")}
+    used = dict(imem=largest["imem"], abuf=abuf, wbuf=largest["wbuf"], pbuf=largest["pbuf"])
     parts = []
     for buf, words in used.items():
         depth = getattr(cfg, buf).depth
@@ -78,5 +92,8 @@ def report_text(artifact: Artifact) -> str:
     table = format_table(["#", "layer", "kind", "M", "K", "N", "tiles kxnxm", "MACs", "cycles", "util"], rows,
                    right={0, 3, 4, 5, 7, 8, 9})
     per_second = cfg.clock_hz / cycles * artifact.batch if cycles else 0.0
-    footer = [summary_line(artifact), f"throughput: {per_second:,.0f} inferences/s modelled", *_memory_lines(artifact)]
+    footer = [summary_line(artifact), f"throughput: {per_second:,.0f} inferences/s modelled (compute only)",
+              *_memory_lines(artifact)]
+    if artifact.streamed:
+        footer.append(stream_line(artifact))
     return "\n".join(header) + "\n\n" + table + "\n\n" + "\n".join(footer)

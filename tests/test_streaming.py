@@ -136,3 +136,12 @@ def test_a_chunk_bigger_than_the_buffer_is_refused():
     with pytest.raises(DoesNotFitError, match=r"layer '[^']+' cannot stream: column tile 0 needs 2,560 bytes of "
                                               r"wbuf, small-wbuf holds 256; use a config with a bigger wbuf"):
         compile_program(model, small)
+
+
+def test_report_and_cli_name_the_streaming_cost(streamed, tmp_path):
+    from accel.report import report_text
+    _, _, art = streamed
+    text = report_text(art)
+    nbytes = art.stream_bytes()
+    assert (f"streaming: {len(art.segments)} segments, {nbytes:,} bytes over the host link per run "
+            f"(8N1 line time: {nbytes * 10 / 3e6 * 1e3:,.1f} ms at 3 Mbaud") in text
