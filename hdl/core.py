@@ -1,11 +1,12 @@
 """Assemble the accelerator: memories, host interface, controller, systolic array, requantizer and vector unit."""
 
 from amaranth.hdl import Module, Mux, Signal, unsigned
-from amaranth.lib import data, memory, stream, wiring
+from amaranth.lib import data, stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .. import isa
 from ..config import HardwareConfig
+from .buffers import buffer_ports
 from .controller import TAG_WIDTH, Controller, Tag
 from .hostif import HostInterface, memory_word_bits
 from .requant import Requantizer
@@ -18,9 +19,10 @@ __all__ = ["AcceleratorCore"]
 class AcceleratorCore(wiring.Component):
     """Run programs on the systolic array, loaded and started over a host byte stream.
 
-    The five memories of ``docs/isa.md`` are :class:`amaranth.lib.memory.Memory` instances
-    (``imem``, ``wbuf``, ``abuf``, ``pbuf``, ``accbuf``), each with one synchronous read port
-    and one write port. The controller owns every port while it is busy and not paused at
+    The five memories of ``docs/isa.md`` (``imem``, ``wbuf``, ``abuf``, ``pbuf``, ``accbuf``)
+    each have one synchronous read port and one write port: an
+    :class:`amaranth.lib.memory.Memory`, or iCE40 SPRAM where the config asks for it and the
+    controller never writes the buffer (:func:`accel.hdl.buffers.buffer_ports`). The controller owns every port while it is busy and not paused at
     a ``STREAM``; the host interface owns them otherwise (it issues no memory access while
     a ``RUN`` or ``RESUME`` is in progress). While
     a ``VECTOR`` runs, the :class:`VectorUnit` takes the ABUF ports, the PBUF read port and
@@ -104,9 +106,8 @@ class AcceleratorCore(wiring.Component):
             m.d.sync += self.done.eq(1)
 
         # -- memories: one read and one write port each, controller while busy -----------
-        # TODO: BufferSpec.kind is not used yet; every memory is a generic simple dual-port
-        # memory. iCE40 SPRAM (the icebreaker preset's ABUF and WBUF) is single-ported, and
-        # the controller reads input rows and writes results to ABUF in the same cycles.
+        # hdl/buffers.py maps them as BufferSpec.kind asks: SPRAM only for the buffers the
+        # controller never writes (the host reads or writes one word per cycle while idle).
         bits = memory_word_bits(c)
         bus = host.bus
         # The vector unit owns the ABUF ports and the PBUF read port while it is busy.
@@ -124,10 +125,8 @@ class AcceleratorCore(wiring.Component):
         m.d.comb += bus.rdata.eq(host_rdata)
         for which, (c_read, c_write) in controller_ports.items():
             spec = getattr(c, which.config_field)
-            mem = memory.Memory(shape=unsigned(bits[which]), depth=spec.depth, init=[])
-            m.submodules[which.config_field] = mem
-            write = mem.write_port()
-            read = mem.read_port(transparent_for=(write,) if which == isa.Memory.ACCBUF else ())
+            read, write = buffer_ports(m, which.config_field, spec, unsigned(bits[which]), platform,
+                                       single_port=c_write is None, transparent=which == isa.Memory.ACCBUF)
             selected = bus.mem == which
             with m.If(ctrl.busy & ~ctrl.paused):  # a run paused at STREAM lends them to the host
                 m.d.comb += [read.addr.eq(c_read.addr), read.en.eq(c_read.en)]

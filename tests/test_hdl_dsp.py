@@ -18,6 +18,7 @@ from amaranth_boards.ulx3s import ULX3S_85F_Platform
 
 from accel.config import preset
 from accel.hdl.controller import TAG_WIDTH
+from accel.hdl.core import AcceleratorCore
 from accel.hdl.dsp import ProductBank, dsp_family
 from accel.hdl.systolic import SystolicArray
 
@@ -97,6 +98,16 @@ def test_ecp5_uses_one_registered_mult18x18d_per_product():
 def test_presets_use_the_chips_dsp_blocks(name, platform, primitive, count):
     found = primitives(SystolicArray(preset(name), tag_width=TAG_WIDTH), platform and platform())
     assert found == [primitive] * count
+
+
+@pytest.mark.parametrize("name,platform,expected", [
+    ("icebreaker", ICEBreakerPlatform, {"SB_MAC16": 8, "SB_SPRAM256KA": 2}),  # WBUF: 16K x 32 bits
+    ("ulx3s-85f", ULX3S_85F_Platform, {"MULT18X18D": 144}),
+    ("sim-small", None, {}),
+])
+def test_core_primitives_per_preset(name, platform, expected):
+    found = primitives(AcceleratorCore(preset(name)), platform and platform())
+    assert {kind: found.count(kind) for kind in set(found)} == expected
 
 
 def test_bank_rejects_bad_arguments():
