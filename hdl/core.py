@@ -22,7 +22,8 @@ class AcceleratorCore(wiring.Component):
     The five memories of ``docs/isa.md`` (``imem``, ``wbuf``, ``abuf``, ``pbuf``, ``accbuf``)
     each have one synchronous read port and one write port: an
     :class:`amaranth.lib.memory.Memory`, or iCE40 SPRAM where the config asks for it and the
-    controller never writes the buffer (:func:`accel.hdl.buffers.buffer_ports`). The controller owns every port while it is busy and not paused at
+    controller never writes the buffer (:func:`accel.hdl.buffers.buffer_ports`). The
+    controller owns every port while it is busy and not paused at
     a ``STREAM``; the host interface owns them otherwise (it issues no memory access while
     a ``RUN`` or ``RESUME`` is in progress). While
     a ``VECTOR`` runs, the :class:`VectorUnit` takes the ABUF ports, the PBUF read port and
