@@ -31,7 +31,7 @@ from .config import HardwareConfig, PRESETS, preset
 from .errors import DeviceError, LinkError
 from .hdl.link import (CRC_BYTES, MAX_PAYLOAD, MAX_REPLY, REPLY_HEADER, SOF, LinkCommand, LinkStatus, crc16)
 from .isa import Memory
-from .runtime import HardwareDevice, Ident, Read, Target, Write, parse_reply, reply_length, request_bytes
+from .runtime import HardwareDevice, Ident, Read, Run, Target, Write, parse_reply, reply_length, request_bytes
 
 __all__ = ["encode_request", "encode_reply", "Transport", "SerialTransport", "FaultInjector", "LinkClient",
            "FramedTarget", "LinkDevice", "SerialDevice", "open_serial"]
@@ -411,8 +411,9 @@ class LinkDevice(HardwareDevice):
 
     Opening resets the device and asks its identity; ``config`` (a preset name or config)
     is then checked against it, or, when omitted, found among the presets by its hash.
-    ``stats=True`` brackets each run with the device's cycle counter, so that
-    ``last_stats`` holds, per batch, the device cycles spent in total and in compute.
+    ``stats=True`` reads the device's cycle counter (``CYCLES``) after each exchange, so that
+    ``last_stats`` holds, per batch, the device cycles spent in total (less the readings'
+    own round trips, measured once) and in compute (``STATUS``); the rest is transfer.
     """
 
     name = "link"
@@ -444,20 +445,36 @@ class LinkDevice(HardwareDevice):
         super().__init__(config, batch)
         self.stats = stats
         self.last_stats: list[dict] = []
+        self._overhead: int | None = None
         self.target = FramedTarget(self.client, config, progress)
 
     def _make_target(self, config: HardwareConfig) -> Target:
         return self.target
 
+    def _cycles_overhead(self) -> int:
+        """Return the device cycles one CYCLES round trip adds between two readings (measured once)."""
+        if self._overhead is None:
+            first = self.client.cycles()
+            second = self.client.cycles()
+            self._overhead = (second - first) % (1 << 32)
+        return self._overhead
+
     def _run_samples(self, samples):
         if not self.stats:
             return super()._run_samples(samples)
-        inner, stats = self.target.execute, []
+        overhead = self._cycles_overhead()
+        inner, groups = self.target.execute, []
+        mark = [self.client.cycles()]
 
         def timed(ops):
-            start = self.client.cycles()
+            # Each batch starts with the call that holds its RUN; later calls (stream segments,
+            # RESUME, the final reads) belong to the same batch.
             out = inner(ops)
-            stats.append((self.client.cycles() - start) % (1 << 32))
+            now = self.client.cycles()
+            if any(isinstance(op, Run) for op in ops) or not groups:
+                groups.append(0)
+            groups[-1] += (now - mark[0]) % (1 << 32) - overhead
+            mark[0] = now
             return out
         self.target.execute = timed
         try:
@@ -465,7 +482,7 @@ class LinkDevice(HardwareDevice):
         finally:
             del self.target.execute
         self.last_stats = [{"device_cycles": total, "compute_cycles": compute, "transfer_cycles": total - compute}
-                           for total, compute in zip(stats, self.last_cycles)]
+                           for total, compute in zip(groups, self.last_cycles)]
         return results
 
     def close(self):
