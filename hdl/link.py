@@ -172,14 +172,18 @@ class FramedLink(wiring.Component):
         timer = Signal(self._timeout_bits + 1)
         expired = timer[-1]
         cycles = Signal(32)
-        snapshot = Signal(32)
-
-        m.d.sync += cycles.eq(cycles + 1)
+        count_next = Signal.like(count)
+        m.d.comb += count_next.eq(count + 1)
+        hold_cycles = Signal()                       # the counter stands still while CYCLES reads it
+        with m.If(~hold_cycles):
+            m.d.sync += cycles.eq(cycles + 1)
         m.d.sync += timer.eq(timer + ~expired)
         m.d.comb += self.core_o.ready.eq(1)
 
         in_byte = self.i.payload
-        crc_in = _crc16_next(crc, in_byte)
+        # One CRC network for both directions: received bytes, or the byte being sent.
+        sending = Signal()
+        crc_in = _crc16_next(crc, Mux(sending, self.o.payload, in_byte))
         m.d.comb += self.i.ready.eq(1)
 
         def restart_timer():
@@ -207,8 +211,8 @@ class FramedLink(wiring.Component):
             restart_timer()
         # Both buffers are read one byte ahead: rx_r.data / tx_r.data is byte `count`.
         advance = Signal()
-        m.d.comb += [rx_r.addr.eq(count + advance), rx_r.en.eq(1),
-                     tx_r.addr.eq(count + advance), tx_r.en.eq(1)]
+        read_addr = Mux(advance, count_next, count)
+        m.d.comb += [rx_r.addr.eq(read_addr), rx_r.en.eq(1), tx_r.addr.eq(read_addr), tx_r.en.eq(1)]
         # The reply: nack != 0 sends that NACK without data, else the stored reply.
         out_len = Signal(range(MAX_REPLY + 1))
         out_status = Signal(8)
@@ -216,7 +220,6 @@ class FramedLink(wiring.Component):
         with m.If(nack != 0):
             m.d.comb += [out_len.eq(0), out_status.eq(nack)]
         out_fire = self.o.valid & self.o.ready
-        crc_out = _crc16_next(crc, self.o.payload)
 
         def receive(name, action):
             """Add a state that takes one frame byte, runs ``action()`` and restarts the timer."""
@@ -242,12 +245,12 @@ class FramedLink(wiring.Component):
         def send(name, byte, action, *, crc_update=True, first=False):
             """Add a state that sends ``byte`` on ``o`` and then runs ``action()``."""
             with m.State(name):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(byte)]
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(byte), sending.eq(1)]
                 with m.If(out_fire):
                     if first:
                         m.d.sync += [crc.eq(_CRC_INIT), count.eq(0)]
                     elif crc_update:
-                        m.d.sync += crc.eq(crc_out)
+                        m.d.sync += crc.eq(crc_in)
                     action()
 
         with m.FSM():
@@ -276,8 +279,8 @@ class FramedLink(wiring.Component):
 
             def data():
                 m.d.comb += rx_w.en.eq(1)
-                m.d.sync += count.eq(count + 1)
-                with m.If(count == length - 1):
+                m.d.sync += count.eq(count_next)
+                with m.If(count_next == length):
                     m.next = "CRC_HI"
 
             def crc_lo():
@@ -313,8 +316,8 @@ class FramedLink(wiring.Component):
                 with m.Elif(have_last & (seq == last_seq)):
                     m.next = "SEND_SOF"                  # a retransmission: answer it again
                 with m.Elif(cmd == LinkCommand.CYCLES):
-                    m.d.sync += [snapshot.eq(cycles), have_last.eq(1), last_seq.eq(seq),
-                                 status.eq(LinkStatus.ACK), reply_len.eq(4)]
+                    m.d.comb += hold_cycles.eq(1)
+                    m.d.sync += [have_last.eq(1), last_seq.eq(seq), status.eq(LinkStatus.ACK), reply_len.eq(4)]
                     m.next = "SNAPSHOT"
                 with m.Elif(replayed):
                     m.d.sync += [have_last.eq(1), last_seq.eq(seq)]
@@ -322,8 +325,10 @@ class FramedLink(wiring.Component):
                 with m.Else():
                     fail(LinkStatus.BAD_COMMAND)
             with m.State("SNAPSHOT"):
-                m.d.comb += [tx_w.addr.eq(count), tx_w.data.eq(snapshot[:8]), tx_w.en.eq(1)]
-                m.d.sync += [snapshot.eq(snapshot >> 8), count.eq(count + 1)]
+                # Four cycles, one byte each, with the counter held: a consistent value.
+                m.d.comb += [tx_w.addr.eq(count), tx_w.data.eq(cycles.word_select(count[:2], 8)), tx_w.en.eq(1),
+                             hold_cycles.eq(1)]
+                m.d.sync += count.eq(count_next)
                 with m.If(count == 3):
                     m.next = "SEND_SOF"
 
@@ -336,29 +341,30 @@ class FramedLink(wiring.Component):
                         action()
                     core_timeout()
 
-            def after_cmd():
-                with m.If(cmd == LinkCommand.LOAD):
-                    m.next = "REPLAY_MEM"
-                with m.Elif(length == 0):
-                    m.next = "REPLAY_WAIT"
-                with m.Else():
-                    m.next = "REPLAY_DATA"
-
-            def after_mem():
+            def to_payload():
                 with m.If(length == 0):
                     m.next = "REPLAY_WAIT"
                 with m.Else():
                     m.next = "REPLAY_DATA"
 
-            def after_data():
-                m.d.comb += advance.eq(1)
-                m.d.sync += count.eq(count + 1)
-                with m.If(count == length - 1):
-                    m.next = "REPLAY_WAIT"
+            def after_cmd():
+                with m.If(cmd == LinkCommand.LOAD):
+                    m.next = "REPLAY_MEM"
+                with m.Else():
+                    to_payload()
+
+            def step(last, state):
+                """Return an action that moves to the next buffered byte, and to ``state`` after ``last``."""
+                def action():
+                    m.d.comb += advance.eq(1)
+                    m.d.sync += count.eq(count_next)
+                    with m.If(count_next == last):
+                        m.next = state
+                return action
 
             replay("REPLAY_CMD", raw_cmd, after_cmd)
-            replay("REPLAY_MEM", _IMEM, after_mem)
-            replay("REPLAY_DATA", rx_r.data, after_data)
+            replay("REPLAY_MEM", _IMEM, to_payload)
+            replay("REPLAY_DATA", rx_r.data, step(length, "REPLAY_WAIT"))
             with m.State("REPLAY_WAIT"):
                 m.d.comb += collect.eq(1)
                 with m.If(got == rlen):
@@ -374,18 +380,12 @@ class FramedLink(wiring.Component):
                 with m.Else():
                     m.next = "SEND_DATA"
 
-            def after_reply_data():
-                m.d.comb += advance.eq(1)
-                m.d.sync += count.eq(count + 1)
-                with m.If(count == out_len - 1):
-                    m.next = "SEND_CRC_HI"
-
             send("SEND_SOF", SOF, goto("SEND_LEN_LO"), first=True)
             send("SEND_LEN_LO", out_len[:8], goto("SEND_LEN_HI"))
             send("SEND_LEN_HI", out_len[8:], goto("SEND_SEQ"))
             send("SEND_SEQ", seq, goto("SEND_STATUS"))
             send("SEND_STATUS", out_status, after_status)
-            send("SEND_DATA", tx_r.data, after_reply_data)
+            send("SEND_DATA", tx_r.data, step(out_len, "SEND_CRC_HI"))
             send("SEND_CRC_HI", crc[8:], goto("SEND_CRC_LO"), crc_update=False)
             send("SEND_CRC_LO", crc[:8], goto("HUNT"), crc_update=False)
         return m

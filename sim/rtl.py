@@ -380,14 +380,21 @@ class RtlTarget(Target):
 
     def transact(self, request: bytes, reply_length: int) -> bytes:
         """Send raw host-link bytes and return the next ``reply_length`` reply bytes."""
+        outcome, cycles, reply = self._roundtrip(KIND_TRANSACT, request, reply_length, self.max_cycles)
+        if outcome != OUTCOME_OK:
+            self._fail(f"rtl: the core stopped answering: no byte moved for {self.max_cycles} cycles "
+                       f"(got {len(reply)} of {reply_length} reply bytes after {cycles} cycles)")
+        return reply
+
+    def _roundtrip(self, kind: int, request: bytes, reply_length: int, max_cycles: int) -> tuple[int, int, bytes]:
+        """Send one request to the simulator; return its (outcome, cycles, reply bytes)."""
         if self._broken:
             raise DeviceError(f"rtl: this target is unusable after an earlier error ({self._broken})")
         if self._session.sock is None:
             raise DeviceError("rtl: the target is closed")
         request = bytes(request)
         try:
-            self._session.sock.sendall(REQUEST.pack(KIND_TRANSACT, len(request), reply_length, self.max_cycles)
-                                       + request)
+            self._session.sock.sendall(REQUEST.pack(kind, len(request), reply_length, max_cycles) + request)
             outcome, cycles, n = ANSWER.unpack(self._recv(ANSWER.size, self.timeout))
             reply = self._recv(n, self.timeout)
         except DeviceError:
@@ -400,10 +407,7 @@ class RtlTarget(Target):
             self._session.close(graceful=False)
             raise
         self.last_cycles = cycles
-        if outcome != OUTCOME_OK:
-            self._fail(f"rtl: the core stopped answering: no byte moved for {self.max_cycles} cycles "
-                       f"(got {n} of {reply_length} reply bytes after {cycles} cycles)")
-        return reply
+        return outcome, cycles, reply
 
     def exchange(self, request: bytes, reply_length: int, max_cycles: int) -> tuple[bytes, int, bool]:
         """Send raw bytes; return up to ``reply_length`` reply bytes, the cycles spent and whether time ran out.
@@ -411,24 +415,7 @@ class RtlTarget(Target):
         Unlike :meth:`transact`, running out of ``max_cycles`` without a byte moving is a normal
         outcome (a lossy link being drained or timed out) and the session goes on.
         """
-        if self._broken:
-            raise DeviceError(f"rtl: this target is unusable after an earlier error ({self._broken})")
-        if self._session.sock is None:
-            raise DeviceError("rtl: the target is closed")
-        try:
-            self._session.sock.sendall(REQUEST.pack(KIND_EXCHANGE, len(request), reply_length, max_cycles)
-                                       + bytes(request))
-            outcome, cycles, n = ANSWER.unpack(self._recv(ANSWER.size, self.timeout))
-            reply = self._recv(n, self.timeout)
-        except DeviceError:
-            raise
-        except OSError as exc:
-            self._fail(f"rtl: the simulator closed the connection ({exc})")
-        except BaseException:
-            self._broken = "a request was interrupted"
-            self._session.close(graceful=False)
-            raise
-        self.last_cycles = cycles
+        outcome, cycles, reply = self._roundtrip(KIND_EXCHANGE, request, reply_length, max_cycles)
         return reply, cycles, outcome != OUTCOME_OK
 
     def close(self):
