@@ -310,26 +310,27 @@ class LinkClient:
 
     def _await_reply(self, first_timeout: float) -> tuple[int, bytes]:
         """Return (status, data) of the next reply frame with our sequence number."""
-        timeout = first_timeout
-        skipped = 0
+        timeout, skipped, head = first_timeout, 0, bytearray()
         while True:
-            if self._read(1, timeout, "reply start")[0] != SOF:
-                skipped += 1
-                timeout = self.timeout
+            if len(head) < REPLY_HEADER:
+                head += self._read(REPLY_HEADER - len(head), timeout, "reply header")
+            timeout = self.timeout
+            start = head.find(SOF)
+            if start != 0:   # bytes before a frame start: skip them
+                skipped += len(head) if start < 0 else start
+                del head[:len(head) if start < 0 else start]
                 if skipped > MAX_REPLY + REPLY_HEADER + CRC_BYTES:
                     raise _Retry("garbage (no frame start)")
                 continue
-            timeout = self.timeout
-            header = self._read(REPLY_HEADER - 1, timeout, "reply header")
-            length, seq, status = struct.unpack("<HBB", header)
+            length, seq, status = struct.unpack("<HBB", head[1:REPLY_HEADER])
             if length > MAX_REPLY:
                 raise _Retry(f"bad reply (length {length})")
             rest = self._read(length + CRC_BYTES, timeout, "reply data")
-            if crc16(header + rest) != 0:
+            if crc16(bytes(head[1:]) + rest) != 0:
                 raise _Retry("bad reply CRC")
-            if seq != self.seq:
-                continue   # a stale answer to an earlier attempt
-            return status, rest[:length]
+            if seq == self.seq:
+                return status, rest[:length]
+            head.clear()   # a stale answer to an earlier attempt
 
     def reset(self) -> None:
         """Reset the core and the link's retransmission memory (do this when a session starts)."""
