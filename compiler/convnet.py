@@ -12,7 +12,8 @@ stage                         does
                               their producer, identities and reshape chains removed), checked
                               against the golden model before and after
 ``LowerToNetLayers``          canonical DAG -> layers (``conv``/``depthwise``/
-                              ``pointwise``/``grouped``, ``fc``, ``pool``, ``gap``, ``add``) on
+                              ``pointwise``/``grouped``, ``fc``, ``pool``, ``gap``, ``add``,
+                              ``copy`` for each concat input) on
                               pixel-major activations; quantize/dequantize become the host
                               boundaries
 ``FoldWeights``               per column tile: ``W' = W - w_zp`` laid out in the im2col tap order
@@ -58,7 +59,9 @@ __all__ = ["NetProgram", "NetLayer", "Activation", "CONV_PIPELINE", "CONV_OPS", 
            "ModelNetCycles"]
 
 CONV_OPS = ("conv", "maxpool", "global_avgpool", "add", "avgpool")
-_SUPPORTED = ("quantize", "dequantize", "conv", "matmul", "maxpool", "global_avgpool", "add", "reshape")
+#: Float32 steps either side of a concat input's scale ratio searched for an exact multiplier.
+_COPY_SEARCH_ULPS = 64
+_SUPPORTED = ("quantize", "dequantize", "conv", "matmul", "maxpool", "global_avgpool", "add", "concat", "reshape")
 _COUNT_MAX = (1 << 16) - 1
 _GEOMETRY_BITS = {name: data.Layout.cast(isa.ConvGeometry)[name].width
                   for name in ("in_h", "in_w", "out_w", "kh", "kw", "stride_y", "stride_x", "dil_y", "dil_x",
@@ -97,7 +100,7 @@ class NetLayer:
     """Describe one layer: what it computes, where its operands live, and (as stages run) its tiles and program."""
 
     name: str
-    kind: str               # conv | depthwise | pointwise | grouped | fc | pool | gap | add
+    kind: str               # conv | depthwise | pointwise | grouped | fc | pool | gap | add | copy
     op: str
     inputs: list[str]       # storage names read
     output: str             # storage name written
@@ -106,7 +109,8 @@ class NetLayer:
     x_pixels: int = 1       # pixels (or rows) per inference of the input
     x_chunks: int = 1       # ABUF words per input pixel (a_stride)
     y_pixels: int = 1
-    y_chunks: int = 1
+    y_chunks: int = 1       # ABUF words per output pixel (the output row stride)
+    y_chunk0: int = 0       # copy: the first output chunk written (a concat input's channel offset / R)
     x_dtype: np.dtype = np.dtype(np.int8)
     y_dtype: np.dtype = np.dtype(np.int8)
     y_zp: int = 0
@@ -119,6 +123,8 @@ class NetLayer:
     multiplier: np.ndarray | None = None                    # float32, same shape
     add_words: tuple[int, int] | None = None                # add: the two PBUF words
     swap_operands: bool = False                             # add: ORT's X is the second input
+    copy_input: int = 0                                     # copy: which concat input
+    copy_channels: int = 0                                  # copy: its channels
     k_tiles: int = 0
     macs: int = 0           # useful multiply-accumulates per inference
     # placement and program
@@ -281,6 +287,9 @@ class LowerToNetLayers(NetStage):
             if node.op == "reshape":
                 acts[node.outputs[0]] = self._reshape(program, node, acts[node.inputs[0]])
                 continue
+            if node.op == "concat":
+                layers.extend(self._concat(program, node, acts))
+                continue
             layers.append(self._layer(program, node, acts))
         if out_act is None:
             out_act = acts.get(out_name)
@@ -408,6 +417,38 @@ class LowerToNetLayers(NetStage):
         acts[node.outputs[0]] = y
         return layer
 
+    def _concat(self, program, node, acts) -> list[NetLayer]:
+        """Lower a channel concat to one ``copy`` layer per input: a 1x1 identity MATMUL into its channel slice."""
+        g, R = program.graph, program.config.rows
+        y_t = g.tensors[node.outputs[0]]
+        xs = [acts[name] for name in node.inputs]
+        axis = node.attrs["axis"] % len(y_t.shape)
+        if axis != 1 or any(x.flat for x in xs) or len({x.pixels for x in xs}) != 1:
+            raise CompileError(f"{_where(program, node)} concatenates along axis {node.attrs['axis']} of "
+                               f"{list(y_t.shape)}; the accelerator concatenates channels (axis 1) of equal maps")
+        for i, x in enumerate(xs[:-1]):
+            if x.channels % R:
+                raise CompileError(f"{_where(program, node)}: input {i} has {x.channels} channels; the accelerator "
+                                   f"concatenates at multiples of {R} channels (ABUF words), except the last input")
+        x0 = xs[0]
+        y = self._new(program, node, x0.pixels, sum(x.channels for x in xs), y_t.dtype, x0.height, x0.width)
+        yq = node.attrs["y_quant"]
+        lo, hi = dtype_range(y_t.dtype)
+        layers, offset = [], 0
+        for i, x in enumerate(xs):
+            layer = NetLayer(name=f"{node.name}/{i}", kind="copy", op="concat", node=node, inputs=[x.storage],
+                             output=y.storage, x_pixels=x.pixels, x_chunks=chunks(x.channels, R), x_dtype=x.dtype,
+                             y_dtype=y_t.dtype, y_pixels=y.pixels, y_chunks=chunks(y.channels, R),
+                             y_chunk0=offset // R, y_zp=int(yq.zero_point[0]), y_lo=lo, y_hi=hi)
+            layer.geometry = dict(in_h=x.height, in_w=x.width, out_w=x.width, kh=1, kw=1, stride_y=1, stride_x=1,
+                                  dil_y=1, dil_x=1, pad_t=0, pad_l=0, c_chunks=1, x_pad=0)
+            self._check_geometry(program, node, layer.geometry)
+            layer.copy_channels, layer.copy_input = x.channels, i
+            layers.append(layer)
+            offset += x.channels
+        acts[node.outputs[0]] = y
+        return layers
+
     @staticmethod
     def _conv_kind(program, node) -> str:
         w = program.graph.constants[node.inputs[1]]
@@ -451,7 +492,7 @@ class FoldWeights(NetStage):
 
     def apply(self, program, check_feeds=None):
         for layer in program.layers:
-            getattr(self, f"_{layer.kind if layer.kind in ('fc', 'gap', 'add', 'pool') else 'conv'}")(
+            getattr(self, f"_{layer.kind if layer.kind in ('fc', 'gap', 'add', 'pool', 'copy') else 'conv'}")(
                 program, layer)
         return program
 
@@ -561,6 +602,56 @@ class FoldWeights(NetStage):
         layer.bias[:n] = wrap_signed(bias - int(node.attrs["x_zp"]) * w_sums, 32)
         layer.multiplier = np.ones(width, np.float32)
         layer.multiplier[:n] = multiplier
+
+    @staticmethod
+    def _copy(program, layer):
+        """Identity weights for one concat input; the requantization must equal onnxruntime's for every byte."""
+        cfg, node = program.config, layer.node
+        R, C = cfg.rows, cfg.cols
+        xq, yq = node.attrs["in_quants"][layer.copy_input], node.attrs["y_quant"]
+        n = layer.copy_channels
+        layer.k_tiles = 1
+        for nt in range(chunks(n, C)):
+            tile = np.zeros((R, C), np.int64)
+            cols = np.arange(min(C, n - nt * C))
+            tile[cols, cols] = 1
+            layer.tiles.append(tile)
+            layer.tile_chunk.append(nt)
+        x_zp = int(xq.zero_point[0])
+        lo, hi = dtype_range(layer.x_dtype)
+        values = np.arange(lo, hi + 1).astype(layer.x_dtype)  # every input byte
+        if xq.same_as(yq):
+            theirs, candidates = values, [np.float32(1.0)]
+        else:
+            # onnxruntime dequantizes and quantizes in float; search the float32 multipliers next to
+            # the scale ratio for one whose requantization equals it on every byte
+            theirs = numerics.requantize_linear(values, xq.scale[0], xq.zero_point[0], yq.scale[0],
+                                                yq.zero_point[0], layer.y_dtype)
+            ratio = np.float32(np.float32(xq.scale[0]) / np.float32(yq.scale[0]))
+            steps = np.arange(-_COPY_SEARCH_ULPS, _COPY_SEARCH_ULPS + 1)
+            candidates = sorted((ratio.view(np.int32) + steps).astype(np.int32).view(np.float32),
+                                key=lambda m: abs(float(m) - float(ratio)))
+        nearest = None
+        for multiplier in candidates:
+            ours = numerics.requantize_integer(values.astype(np.int64) - x_zp,
+                                               np.full(values.shape, multiplier, np.float32), layer.y_zp,
+                                               layer.y_dtype, clamp=(layer.y_lo, layer.y_hi))
+            if np.array_equal(ours, theirs):
+                break
+            nearest = ours if nearest is None else nearest
+        else:
+            ours, wrong = nearest, np.flatnonzero(nearest != theirs)[0]
+            raise CompileError(f"{_where(program, node)}: input {layer.copy_input} (scale {xq.scale[0]:.6g}, "
+                               f"zero point {x_zp}) requantized to the output's scale gives {int(ours[wrong])} for "
+                               f"byte {int(values[wrong])} where onnxruntime gives {int(theirs[wrong])}; the "
+                               f"accelerator concatenates inputs whose requantization it reproduces exactly "
+                               f"(e.g. equal scales)")
+        width = layer.n_tiles * C
+        layer.bias = np.zeros(width, np.int64)
+        layer.bias[:n] = -x_zp
+        layer.multiplier = np.ones(width, np.float32)
+        layer.multiplier[:n] = multiplier
+        layer.macs = 0
 
     @staticmethod
     def _gap(program, layer):
@@ -775,7 +866,7 @@ def _layer_program(program: NetProgram, layer: NetLayer, tiles=None, setconv: bo
                         conv=1, **xs, **ys, w_addr=layer.tile_w[nt],
                         a_addr=x + b * layer.x_pixels * sx + layer.tile_chunk[nt], a_stride=sx, count=n,
                         k_tiles=layer.k_tiles, p_addr=layer.tile_p[nt], oy0=oy0, ox0=ox0,
-                        y_addr=y + (b * layer.y_pixels + m0) * sy + nt, y_stride=sy, **out))
+                        y_addr=y + (b * layer.y_pixels + m0) * sy + layer.y_chunk0 + nt, y_stride=sy, **out))
     if sync:
         insns.append(isa.sync())
     return insns

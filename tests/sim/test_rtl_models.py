@@ -157,3 +157,15 @@ def test_weight_streaming_on_icebreaker(icebreaker_rtl, name, variant):
     first = artifact.stream_bytes() - artifact.segments[0].nbytes(ICEBREAKER)
     assert icebreaker_rtl.last_stream_bytes == [first] + [artifact.stream_bytes()] * (len(x) - 1)
     print(f"{name} {variant}: {len(artifact.segments)} segments, {artifact.stream_bytes():,} bytes streamed per run")
+
+
+@pytest.mark.parametrize("scales", [(0.2, 0.2, 0.2), (0.2, 0.4, 0.2)], ids=["shared-scale", "requantizing"])
+def test_concat(rtl, scales, tmp_path):
+    """QLinearConcat runs as identity MATMULs into the output's channel slices (tests/test_concat.py)."""
+    from tests.test_concat import concat_model
+    path = tmp_path / "concat.onnx"
+    path.write_bytes(concat_model(scales=scales, zps=(-5, 7, -5)).SerializeToString())
+    x = np.random.default_rng(SEED).normal(0, 3, (2, 3, 6, 5)).astype(np.float32)
+    print("seed", SEED)
+    for xi in x:
+        check(rtl, path, xi[None])
