@@ -365,13 +365,14 @@ class FramedTarget(Target):
         return [Read(op.mem, op.addr + k, min(per, op.count - k)) for k in range(0, op.count, per)] or [op]
 
     def execute(self, ops: list) -> list:
-        total = sum(len(request_bytes(op, self.config)) for op in ops)
+        pieces = [self._chunks(op) if isinstance(op, (Write, Read)) else [op] for op in ops]
+        total = sum(len(request_bytes(sub, self.config)) for chunks in pieces for sub in chunks)
         show = self.progress and total >= 16 * 1024
         done, results = 0, []
-        for op in ops:
+        for op, chunks in zip(ops, pieces):
             if isinstance(op, (Write, Read)):
                 words = []
-                for sub in self._chunks(op):
+                for sub in chunks:
                     raw = request_bytes(sub, self.config)
                     if isinstance(sub, Write) and sub.mem == Memory.IMEM:
                         command, payload = LinkCommand.LOAD, raw[2:]

@@ -182,3 +182,14 @@ def test_ident_reply_through_a_target():
     target = FramedTarget(LinkClient(ScriptedDevice(identity_answer(CONFIG.config_id()))), CONFIG)
     info = target.execute([Ident()])[0]
     assert info.config_id == CONFIG.config_id() and (info.rows, info.cols) == (4, 4)
+
+
+def test_long_loads_show_a_progress_bar_on_stderr(capsys):
+    device = ScriptedDevice(lambda seq, cmd, payload, rlen: [encode_reply(seq, LinkStatus.ACK, b"\xa5")])
+    target = FramedTarget(LinkClient(device), CONFIG, progress=True)
+    target.execute([Write(Memory.WBUF, 0, tuple(range(8192)))])   # 32 KiB
+    err = capsys.readouterr().err
+    assert err.count("\rload [") == -(-8192 // ((512 - 9) // CONFIG.word_bytes("wbuf")))
+    assert err.rstrip().endswith(f"[{'#' * 40}] 32.6/32.6 KiB")  # 32 KiB of words + 10-byte raw headers
+    target.execute([Write(Memory.WBUF, 0, tuple(range(100)))])    # short: no bar
+    assert capsys.readouterr().err == ""
