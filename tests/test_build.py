@@ -14,11 +14,12 @@ from pathlib import Path
 import pytest
 
 from accel.boards import get_board
-from accel.build import (BuildResult, ClockTiming, ResourceUse, _script_commands, format_report,
+from accel.build import (BuildResult, ClockTiming, _script_commands, build_board, format_report,
                          parse_nextpnr_log_utilization, parse_nextpnr_report)
 from accel.flash import flash_command
 
 from .test_artifact import one_line_error
+from .test_boards import tiny_config
 
 ICE = get_board("icebreaker")
 ULX = get_board("ulx3s-85f")
@@ -208,3 +209,65 @@ def test_preset_build_reports_the_chip_and_a_verdict(board, tmp_path):
     else:
         assert proc.returncode == 2 and report["failures"]
         assert proc.stderr.strip().splitlines()[-1].startswith("accel: error: FAIL: ")
+
+
+# -- the flow's orchestration, with stand-in tools -------------------------------------------------
+
+FAKE_NEXTPNR = """#!{python}
+import json, sys
+args = sys.argv[1:]
+def option(name):
+    return args[args.index(name) + 1]
+seed = int(option("--seed"))
+with open(option("--log"), "w") as log:
+    log.write("Info: Device utilisation:\\n")
+    log.write("Info: \\t         ICESTORM_LC:  {lc:>5}/  5280    99%\\n")
+    log.write("Info: \\t        ICESTORM_RAM:     4/    30    13%\\n")
+if {lc} > 5280 or seed == 3:
+    print("ERROR: Unable to place cell", file=sys.stderr)
+    sys.exit(1)
+report = {{"utilization": {{"ICESTORM_LC": {{"available": 5280, "used": {lc}}},
+                          "ICESTORM_RAM": {{"available": 30, "used": 4}}}},
+          "fmax": {{"clk": {{"achieved": 20.0 + seed, "constraint": 30.0}}}}}}
+with open(option("--report"), "w") as f:
+    json.dump(report, f)
+with open(option("--asc"), "w") as f:
+    f.write(f"placed with seed {{seed}}")
+"""
+
+
+def stand_in_tools(tmp_path, monkeypatch, lc):
+    """Point YOSYS, NEXTPNR_ICE40 and ICEPACK at stand-ins: nextpnr reports fmax 20 + seed MHz, fails seed 3."""
+    bin_dir = tmp_path / f"tools{lc}"
+    bin_dir.mkdir()
+    tools = {"YOSYS": "#!/bin/sh\necho synthesized\n",
+             "NEXTPNR_ICE40": FAKE_NEXTPNR.format(python=sys.executable, lc=lc),
+             "ICEPACK": "#!/bin/sh\ncp \"$1\" \"$2\"\n"}
+    for variable, text in tools.items():
+        path = bin_dir / variable.lower()
+        path.write_text(text)
+        path.chmod(path.stat().st_mode | stat.S_IXUSR)
+        monkeypatch.setenv(variable, str(path))
+
+
+def test_seed_sweep_packs_the_fastest_seed_and_reports_the_spread(tmp_path, monkeypatch):
+    stand_in_tools(tmp_path, monkeypatch, lc=4000)
+    lines = []
+    result = build_board("icebreaker", tiny_config(), tmp_path / "out", seed=1, seeds=3, progress=lines.append)
+    assert result.fmax_by_seed == {1: 21.0, 2: 22.0, 3: None}
+    assert result.seed == 2 and result.bitstream.read_text() == "placed with seed 2"
+    assert result.failures == ["misses timing: clk fmax 22.00 MHz < target 30 MHz"]
+    assert [(r.label, r.used) for r in result.resources] == [("LC", 4000), ("DSP", 0), ("EBR", 4), ("SPRAM", 0)]
+    report = json.loads((tmp_path / "out" / "report.json").read_text())
+    assert report["fmax_summary"] == {"min": 21.0, "median": 21.5, "max": 22.0, "seeds": 2}
+    assert any("place and route (nextpnr-ice40), seed 3: FAILED (exit 1)" in line for line in lines)
+    assert "$ " in (tmp_path / "out" / "build.log").read_text()
+
+
+def test_a_design_that_does_not_fit_fails_with_the_numbers(tmp_path, monkeypatch):
+    stand_in_tools(tmp_path, monkeypatch, lc=9000)
+    result = build_board("icebreaker", tiny_config(), tmp_path / "out", seeds=2, progress=lambda line: None)
+    assert not result.passed and result.bitstream is None
+    assert result.failures == ["does not fit: LC 9,000/5,280 (170%)"]
+    assert result.fmax_by_seed == {1: None}  # a design that does not fit is not placed again
+    assert "does not fit: LC 9,000/5,280 (170%)" in (tmp_path / "out" / "report.md").read_text()
