@@ -13,15 +13,16 @@ The header holds the hardware config and its hash, the compiler version, the sou
 model's name and sha256, the batch size, the input/output descriptors (ABUF placement and
 quantization) and per-layer statistics. The sections hold the memory images: ``imem``
 (the program), ``wbuf`` (weights) and ``pbuf`` (per-channel parameters), each as words of
-``config.word_bytes(memory)`` bytes, ``stream``: the weight-streaming segments 1, 2, ...
+``config.word_bytes(memory)`` bytes, ``stream``: the weight-streaming segments 0, 1, ...
 (each an IMEM, WBUF and PBUF image, concatenated; the header's ``stream`` lists their word
-counts), and ``source``: the source ONNX model's bytes, so the golden model can run the
+counts and addresses), and ``source``: the source ONNX model's bytes, so the golden model can run the
 artifact too and its sha256 can be checked.
 
 A model whose program, weights or parameters exceed the on-chip buffers is compiled into
-*segments*: ``imem``/``wbuf``/``pbuf`` are segment 0, and the program's ``STREAM``
-instructions pause the run until the host has written the segment they name (each image
-at address 0 of its memory, ``docs/isa.md``).
+*segments*: ``imem``/``wbuf``/``pbuf`` are what ``load`` writes (the resident weights and
+parameters, segment 0's streamed part and the program, or its first segment), and the
+program's ``STREAM`` instructions pause the run until the host has written the segment
+they name (``docs/isa.md``).
 """
 
 from __future__ import annotations
@@ -123,14 +124,20 @@ class TensorPlacement:
 
 @dataclass(frozen=True)
 class StreamSegment:
-    """Hold one weight-streaming segment: the IMEM, WBUF and PBUF images written at address 0 of each memory."""
+    """Hold one weight-streaming segment: IMEM, WBUF and PBUF images and the address each is written at."""
 
     imem: tuple
     wbuf: tuple
     pbuf: tuple
+    imem_addr: int = 0
+    wbuf_addr: int = 0
+    pbuf_addr: int = 0
 
     def words(self) -> dict[str, int]:
         return {name: len(getattr(self, name)) for name in IMAGES}
+
+    def header(self) -> dict[str, int]:
+        return {**self.words(), **{f"{name}_addr": getattr(self, f"{name}_addr") for name in IMAGES}}
 
     def nbytes(self, config: HardwareConfig) -> int:
         """Return the bytes the host link moves to load this segment (payload only)."""
@@ -154,7 +161,7 @@ class Artifact:
     compiler_version: str = ""
     dynamic_batch: bool = False
     source_onnx: bytes = b""
-    stream: list[StreamSegment] = field(default_factory=list)  # segments 1, 2, ... (segment 0 is imem/wbuf/pbuf)
+    stream: list[StreamSegment] = field(default_factory=list)  # every segment, 0 first; empty when nothing streams
 
     @property
     def config_hash(self) -> str:
@@ -162,8 +169,8 @@ class Artifact:
 
     @property
     def segments(self) -> list[StreamSegment]:
-        """Return every segment, 0 (the loaded images) first."""
-        return [StreamSegment(tuple(self.imem), tuple(self.wbuf), tuple(self.pbuf)), *self.stream]
+        """Return the stream segments, 0 first (empty when nothing streams)."""
+        return self.stream
 
     @property
     def streamed(self) -> bool:
@@ -175,7 +182,7 @@ class Artifact:
 
         A streamed run ends with the last segment loaded, so every run writes segment 0 again.
         """
-        return sum(seg.nbytes(self.config) for seg in self.segments) if self.streamed else 0
+        return sum(seg.nbytes(self.config) for seg in self.stream)
 
     # -- writing ------------------------------------------------------------------------
     def to_bytes(self) -> bytes:
@@ -193,7 +200,7 @@ class Artifact:
             compiler_version=self.compiler_version, source=dict(name=self.source_name, sha256=self.source_sha256),
             batch=self.batch, dynamic_batch=self.dynamic_batch,
             inputs=[t.to_dict() for t in self.inputs], outputs=[t.to_dict() for t in self.outputs],
-            layers=self.layers, sections=sections, stream=[seg.words() for seg in self.stream])
+            layers=self.layers, sections=sections, stream=[seg.header() for seg in self.stream])
         head = json.dumps(header, sort_keys=True, default=_json_value).encode()
         return MAGIC + struct.pack("<II", FORMAT_VERSION, len(head)) + head + b"".join(blobs[n] for n in SECTIONS)
 
@@ -248,7 +255,7 @@ class Artifact:
                         raise ArtifactError(f"{label}: section 'stream' is shorter than its segments in the header")
                     images[name] = tuple(bytes_to_words(blobs["stream"][offset:offset + n], config.word_bytes(name)))
                     offset += n
-                stream.append(StreamSegment(**images))
+                stream.append(StreamSegment(**images, **{f"{name}_addr": counts[f"{name}_addr"] for name in IMAGES}))
             return cls(
                 stream=stream,
                 config=config,

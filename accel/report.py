@@ -57,8 +57,11 @@ def stream_line(artifact: Artifact) -> str | None:
 def _memory_lines(artifact: Artifact) -> list[str]:
     cfg = artifact.config
     abuf = max((addr + words for layer in artifact.layers for addr, words in layer.get("abuf", {}).values()), default=0)
-    largest = {buf: max(seg.words()[buf] for seg in artifact.segments) for buf in ("imem", "wbuf", "pbuf")}
-    used = dict(imem=largest["imem"], abuf=abuf, wbuf=largest["wbuf"], pbuf=largest["pbuf"])
+    # the loaded images, or the highest word a stream segment writes
+    used = {buf: max([len(getattr(artifact, buf))] + [getattr(seg, f"{buf}_addr") + len(getattr(seg, buf))
+                                                      for seg in artifact.segments])
+            for buf in ("imem", "wbuf", "pbuf")}
+    used["abuf"] = abuf
     parts = []
     for buf, words in used.items():
         depth = getattr(cfg, buf).depth

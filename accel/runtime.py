@@ -158,9 +158,10 @@ class Target:
 
 
 def segment_writes(artifact: Artifact, segment: int) -> list[Write]:
-    """Return the writes that load one stream segment (0: the artifact's images) at address 0 of each memory."""
+    """Return the writes that load one stream segment's images (the empty ones are left out)."""
     seg = artifact.segments[segment]
-    return [Write(Memory.IMEM, 0, seg.imem), Write(Memory.WBUF, 0, seg.wbuf), Write(Memory.PBUF, 0, seg.pbuf)]
+    return [Write(mem, getattr(seg, f"{name}_addr"), getattr(seg, name))
+            for mem, name in ((Memory.IMEM, "imem"), (Memory.WBUF, "wbuf"), (Memory.PBUF, "pbuf")) if getattr(seg, name)]
 
 
 def pack_rows(values: np.ndarray, config: HardwareConfig) -> list[int]:
@@ -232,7 +233,8 @@ class HardwareDevice(Device):
             raise DeviceError(
                 f"{self.name}: the hardware reports config {info.config_id:016x} rev {info.hw_revision}; the artifact "
                 f"needs {artifact.config_hash} rev {HW_REVISION}")
-        self.target.execute(segment_writes(artifact, 0))
+        self.target.execute([Write(Memory.IMEM, 0, tuple(artifact.imem)), Write(Memory.WBUF, 0, tuple(artifact.wbuf)),
+                             Write(Memory.PBUF, 0, tuple(artifact.pbuf))])
         self.loaded_segment = 0
         self.artifact = artifact
         self.model = artifact  # marks the device as loaded

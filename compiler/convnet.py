@@ -169,7 +169,7 @@ class NetProgram:
     wbuf: list[int] | None = None
     pbuf: list[int] | None = None
     imem: list[int] | None = None        # segment 0's program (the whole program when nothing streams)
-    segments: list[list["_Chunk"]] | None = None  # weight streaming: the chunks of each segment
+    segments: "_StreamPlan | None" = None  # weight streaming: what stays on chip, and the segments
     stream: list[StreamSegment] = field(default_factory=list)  # segments 1, 2, ... (images at address 0)
     flat: list[int] | None = None        # the instructions in execution order, STREAMs included
 
@@ -197,15 +197,18 @@ class NetProgram:
             for name, words in self.storage.items():
                 _check(self.abuf[name] + words * self.batch <= self.config.abuf.depth, f"{name!r} outside ABUF")
         if "EmitNetProgram" in self.done:
-            images = [(self.imem, self.wbuf, self.pbuf)] + [(s.imem, s.wbuf, s.pbuf) for s in self.stream]
-            for k, (imem, wbuf, pbuf) in enumerate(images):
-                _check(0 < len(imem) <= self.config.imem.depth, f"segment {k}'s program does not fit IMEM")
-                _check(len(wbuf) <= self.config.wbuf.depth, f"segment {k}'s weights do not fit WBUF")
-                _check(len(pbuf) <= self.config.pbuf.depth, f"segment {k}'s parameters do not fit PBUF")
-                last = isa.decode(imem[-1])
-                _check(last.opcode == (isa.Opcode.HALT if k == len(images) - 1 else isa.Opcode.STREAM),
-                       f"segment {k} does not end with {'HALT' if k == len(images) - 1 else 'STREAM'}")
-            _check(len(self.flat) == sum(len(i[0]) for i in images), "the flat program is not the segments'")
+            cfg = self.config
+            _check(0 < len(self.imem) <= cfg.imem.depth, "the loaded program does not fit IMEM")
+            _check(len(self.wbuf) <= cfg.wbuf.depth and len(self.pbuf) <= cfg.pbuf.depth,
+                   "the loaded weights or parameters do not fit")
+            for k, seg in enumerate(self.stream):
+                _check(seg.imem_addr + len(seg.imem) <= cfg.imem.depth, f"segment {k}'s program does not fit IMEM")
+                _check(seg.wbuf_addr + len(seg.wbuf) <= cfg.wbuf.depth, f"segment {k}'s weights do not fit WBUF")
+                _check(seg.pbuf_addr + len(seg.pbuf) <= cfg.pbuf.depth, f"segment {k}'s parameters do not fit PBUF")
+            ends = [i for i, w in enumerate(self.flat) if isa.decode(w).opcode in (isa.Opcode.STREAM, isa.Opcode.HALT)]
+            _check(len(ends) == max(1, len(self.stream)) and ends[-1] == len(self.flat) - 1
+                   and isa.decode(self.flat[-1]).opcode == isa.Opcode.HALT,
+                   "the program is not its segments, each ending with STREAM or HALT")
             _check(self.layers[-1].insns.stop == len(self.flat), "layers do not cover the program")
         return self
 
@@ -746,33 +749,94 @@ def _layer_chunks(program: NetProgram, layer: NetLayer) -> list[_Chunk]:
     return out
 
 
-def _plan_segments(program: NetProgram) -> list[list[_Chunk]]:
-    """Pack the layers' chunks, in program order, into segments that each fit IMEM, WBUF and PBUF.
+@dataclass(eq=False)
+class _StreamPlan:
+    """Say what stays on chip and how the rest streams: segments of chunks, in program order.
 
-    Each segment's images start at address 0 of their memories; a segment's program ends
-    with a ``STREAM`` naming the next (so one IMEM word is kept free) or, for the last, HALT.
+    Layers in ``resident`` keep their weights and parameters at the bottom of WBUF/PBUF for
+    the device's lifetime; the other chunks' weights and parameters are written, segment by
+    segment, into the regions above (from ``wbuf_base``/``pbuf_base``). With
+    ``code_streams`` each segment's program is written at IMEM 0 too; otherwise the whole
+    program stays in IMEM and each ``STREAM`` resumes at the next instruction.
+    """
+
+    segments: list[list[_Chunk]]
+    resident: dict[str, set[int]]  # "wbuf"/"pbuf": id() of the layers whose weights/parameters stay on chip
+    code_streams: bool
+    wbuf_base: int
+    pbuf_base: int
+
+
+#: What a STREAM pause costs the host link, counted as bytes (a round trip of framed commands).
+_PAUSE_COST_BYTES = 256
+
+
+def _plan_segments(program: NetProgram) -> _StreamPlan:
+    """Choose what stays on chip and how the rest streams, trading bytes per run against pauses.
+
+    A bigger streaming region means fewer, larger segments (fewer pauses) but fewer resident
+    weights (more bytes per run); the plan minimizing ``bytes + pauses * _PAUSE_COST_BYTES``
+    over a few region sizes wins.
     """
     cfg = program.config
-    limits = dict(imem=cfg.imem.depth - 1, wbuf=cfg.wbuf.depth, pbuf=cfg.pbuf.depth)
-    segments: list[list[_Chunk]] = [[]]
-    used = dict.fromkeys(limits, 0)
-    for layer in program.layers:
-        for chunk in _layer_chunks(program, layer):
-            need = dict(imem=chunk.imem, wbuf=chunk.wbuf, pbuf=chunk.pbuf)
-            for buf, n in need.items():
-                if n > limits[buf]:
-                    what = f"column tile {chunk.tiles[0]}" if chunk.tiles else "its constants"
-                    raise DoesNotFitError(
-                        f"{program.name}: layer {layer.name!r} cannot stream: {what} needs {n * cfg.word_bytes(buf):,} "
-                        f"bytes of {buf}, {cfg.name} holds {limits[buf] * cfg.word_bytes(buf):,}; use a config with "
-                        f"a bigger {buf}", {buf: (n * cfg.word_bytes(buf), limits[buf] * cfg.word_bytes(buf))})
+    plans = []
+    for fraction in (0, 8, 4, 2):  # region: the largest chunk, or 1/8, 1/4, 1/2 of each buffer
+        plan = _plan_with_region(program, fraction)
+        streamed = sum(cfg.word_bytes(buf) * getattr(c, buf) for seg in plan.segments for c in seg
+                       for buf in ("wbuf", "pbuf") if id(c.layer) not in plan.resident[buf])
+        streamed += cfg.word_bytes("imem") * sum(c.imem for seg in plan.segments for c in seg) * plan.code_streams
+        plans.append((streamed + _PAUSE_COST_BYTES * len(plan.segments), fraction, plan))
+    return min(plans, key=lambda p: p[:2])[2]
+
+
+def _plan_with_region(program: NetProgram, fraction: int) -> _StreamPlan:
+    """Keep the largest layers' weights and parameters resident, leaving a streaming region; pack the rest.
+
+    The region is the largest chunk, or ``1/fraction`` of the buffer if that is bigger. A
+    segment ends where the next chunk's streamed weights, parameters or (if the program does
+    not fit IMEM) instructions would overflow a region.
+    """
+    cfg = program.config
+    chunks_of = {id(layer): _layer_chunks(program, layer) for layer in program.layers}
+    all_chunks = [c for layer in program.layers for c in chunks_of[id(layer)]]
+    for chunk in all_chunks:
+        for buf, n, limit in (("imem", chunk.imem, cfg.imem.depth - 1), ("wbuf", chunk.wbuf, cfg.wbuf.depth),
+                              ("pbuf", chunk.pbuf, cfg.pbuf.depth)):
+            if n > limit:
+                what = f"column tile {chunk.tiles[0]}" if chunk.tiles else "its constants"
+                raise DoesNotFitError(
+                    f"{program.name}: layer {chunk.layer.name!r} cannot stream: {what} needs "
+                    f"{n * cfg.word_bytes(buf):,} bytes of {buf}, {cfg.name} holds {limit * cfg.word_bytes(buf):,}; "
+                    f"use a config with a bigger {buf}", {buf: (n * cfg.word_bytes(buf), limit * cfg.word_bytes(buf))})
+    resident, kept = {}, {}
+    for buf in ("wbuf", "pbuf"):  # weights and parameters: largest layers first, leaving room for one chunk
+        depth = getattr(cfg, buf).depth
+        room = depth - max(max(getattr(c, buf) for c in all_chunks), depth // fraction if fraction else 0)
+        resident[buf], kept[buf] = set(), 0
+        for layer in sorted(program.layers, key=lambda layer: -sum(getattr(c, buf) for c in chunks_of[id(layer)])):
+            words = sum(getattr(c, buf) for c in chunks_of[id(layer)])
+            if kept[buf] + words <= room:
+                resident[buf].add(id(layer))
+                kept[buf] += words
+    instructions = sum(c.imem for c in all_chunks)
+    for code_streams in (False, True):
+        limits = dict(imem=cfg.imem.depth - 1 if code_streams else 1 << 30, wbuf=cfg.wbuf.depth - kept["wbuf"],
+                      pbuf=cfg.pbuf.depth - kept["pbuf"])
+        segments: list[list[_Chunk]] = [[]]
+        used = dict.fromkeys(limits, 0)
+        for chunk in all_chunks:
+            need = dict(imem=chunk.imem if code_streams else 0,
+                        wbuf=0 if id(chunk.layer) in resident["wbuf"] else chunk.wbuf,
+                        pbuf=0 if id(chunk.layer) in resident["pbuf"] else chunk.pbuf)
             if any(used[buf] + n > limits[buf] for buf, n in need.items()):
                 segments.append([])
                 used = dict.fromkeys(limits, 0)
             segments[-1].append(chunk)
             for buf, n in need.items():
                 used[buf] += n
-    return segments
+        if code_streams or instructions + len(segments) <= cfg.imem.depth:  # a STREAM per segment, HALT
+            return _StreamPlan(segments, resident, code_streams, kept["wbuf"], kept["pbuf"])
+    raise AssertionError("unreachable")
 
 
 def _two_ended_fit(requests, depth: int) -> dict[str, int]:
@@ -875,34 +939,33 @@ def _layer_program(program: NetProgram, layer: NetLayer, tiles=None, setconv: bo
 class EmitNetProgram(NetStage):
     """Build the IMEM, WBUF and PBUF images: each layer's instructions, a SYNC after each, HALT at the end.
 
-    A streamed program (``program.segments``) gets one set of images per segment, each
-    ending with a ``STREAM`` that names the next segment and resumes at IMEM 0; segment 0
-    becomes ``imem``/``wbuf``/``pbuf``, the rest ``program.stream``.
+    A streamed program (``program.segments``, a :class:`_StreamPlan`) puts the resident
+    layers' weights and parameters at the bottom of WBUF/PBUF and each segment's streamed
+    ones in the regions above; each segment's code ends with a ``STREAM`` naming the next
+    (resuming at IMEM 0 when the code streams, else at the next instruction) or ``HALT``.
+    ``imem``/``wbuf``/``pbuf`` become what ``load`` writes, ``program.stream`` every
+    segment's streamed images.
     """
 
     def apply(self, program, check_feeds=None):
         cfg = program.config
-        if program.segments is None:
-            segments = [[_Chunk(layer, list(range(layer.n_tiles)), 0, 0, 0) for layer in program.layers]]
-        else:
-            segments = program.segments
-        images, flat, starts = [], [], {}
-        for k, segment in enumerate(segments):
+        plan = program.segments
+        if plan is None:
+            everything = {id(layer) for layer in program.layers}
+            plan = _StreamPlan([[_Chunk(layer, list(range(layer.n_tiles)), 0, 0, 0) for layer in program.layers]],
+                               dict(wbuf=everything, pbuf=everything), False, 0, 0)
+        resident_w, resident_p = [], []
+        for layer in program.layers:  # resident weights and parameters: placed once
+            self._place(program, layer, range(layer.n_tiles), resident_w if id(layer) in plan.resident["wbuf"] else None,
+                        resident_p if id(layer) in plan.resident["pbuf"] else None, 0, 0)
+        code, flat, starts, stream = [], [], {}, []
+        for k, segment in enumerate(plan.segments):
             wbuf, pbuf, imem = [], [], []
             for chunk in segment:
                 layer = chunk.layer
                 starts.setdefault(id(layer), len(flat) + len(imem))
-                for nt in chunk.tiles:
-                    layer.tile_w[nt], layer.tile_p[nt] = len(wbuf), len(pbuf)
-                    wbuf += pack_words(layer.tiles[nt], cfg.weight_bits)
-                    pbuf += param_words(layer.bias[nt * cfg.cols:(nt + 1) * cfg.cols],
-                                        layer.multiplier[nt * cfg.cols:(nt + 1) * cfg.cols], cfg.cols)
-                if not layer.tiles:
-                    layer.p_addr = len(pbuf)
-                    if layer.add_words is not None:
-                        pbuf += list(layer.add_words)
-                    elif layer.bias is not None:
-                        pbuf += param_words(layer.bias, layer.multiplier, len(layer.bias))
+                self._place(program, layer, chunk.tiles, None if id(layer) in plan.resident["wbuf"] else wbuf,
+                            None if id(layer) in plan.resident["pbuf"] else pbuf, plan.wbuf_base, plan.pbuf_base)
                 first = not chunk.tiles or chunk.tiles[0] == 0
                 last = not chunk.tiles or chunk.tiles[-1] == layer.n_tiles - 1
                 if first:
@@ -915,16 +978,48 @@ class EmitNetProgram(NetStage):
                 imem += insns
             if imem and isa.decode(imem[-1]).opcode == isa.Opcode.SYNC:
                 imem.pop()  # the STREAM or HALT drains like it
-            imem.append(isa.stream(k + 1, 0) if k + 1 < len(segments) else isa.halt())
-            images.append((imem, wbuf, pbuf))
+            if k + 1 < len(plan.segments):
+                resume = 0 if plan.code_streams else len(flat) + len(imem) + 1
+                imem.append(isa.stream(k + 1, resume))
+            else:
+                imem.append(isa.halt())
+            streamed_code = tuple(imem) if plan.code_streams else ()
+            stream.append(StreamSegment(streamed_code, tuple(wbuf), tuple(pbuf), 0, plan.wbuf_base, plan.pbuf_base))
+            if k == 0 or not plan.code_streams:
+                code += imem
             flat += imem
-        (program.imem, program.wbuf, program.pbuf), *rest = images
-        program.stream = [StreamSegment(tuple(i), tuple(w), tuple(p)) for i, w, p in rest]
+        first = stream[0]
+        program.imem = code
+        program.wbuf = resident_w + list(first.wbuf)
+        program.pbuf = resident_p + list(first.pbuf)
+        program.stream = stream if len(stream) > 1 else []
         program.flat = flat
         order = [starts[id(layer)] for layer in program.layers] + [len(flat)]
         for layer, begin, end in zip(program.layers, order, order[1:]):
             layer.insns = range(begin, end)
         return program
+
+    @staticmethod
+    def _place(program, layer, tiles, wbuf, pbuf, wbuf_base, pbuf_base):
+        """Append the weights (to ``wbuf``) and parameters (to ``pbuf``) of ``tiles`` of ``layer``; set their addresses.
+
+        ``None`` for an image skips it (those words are placed elsewhere).
+        """
+        cols, bits = program.config.cols, program.config.weight_bits
+        for nt in tiles:
+            if wbuf is not None:
+                layer.tile_w[nt] = wbuf_base + len(wbuf)
+                wbuf += pack_words(layer.tiles[nt], bits)
+            if pbuf is not None:
+                layer.tile_p[nt] = pbuf_base + len(pbuf)
+                pbuf += param_words(layer.bias[nt * cols:(nt + 1) * cols],
+                                    layer.multiplier[nt * cols:(nt + 1) * cols], cols)
+        if not layer.tiles and pbuf is not None:
+            layer.p_addr = pbuf_base + len(pbuf)
+            if layer.add_words is not None:
+                pbuf += list(layer.add_words)
+            elif layer.bias is not None:
+                pbuf += param_words(layer.bias, layer.multiplier, len(layer.bias))
 
     @staticmethod
     def _check_fields(program, layer, word):

@@ -40,24 +40,33 @@ def test_segments_fit_the_buffers_and_cover_every_weight(streamed):
     name, model, art = streamed
     cfg = art.config
     assert art.streamed and len(art.segments) >= 2
-    for k, seg in enumerate(art.segments):
-        assert 0 < len(seg.imem) <= cfg.imem.depth and len(seg.wbuf) <= cfg.wbuf.depth
-        assert len(seg.pbuf) <= cfg.pbuf.depth
-        last = isa.decode(seg.imem[-1])
-        if k + 1 < len(art.segments):
-            assert (last.opcode, last.count, last.a_addr) == (isa.Opcode.STREAM, k + 1, 0)
-        else:
-            assert last.opcode == isa.Opcode.HALT
-        # exactly one STREAM or HALT per segment, at its end
-        assert all(isa.decode(w).opcode not in (isa.Opcode.STREAM, isa.Opcode.HALT) for w in seg.imem[:-1])
-    # every weight of the resident compile (on a config with room) is in exactly one segment
+    assert len(art.imem) <= cfg.imem.depth and len(art.wbuf) <= cfg.wbuf.depth and len(art.pbuf) <= cfg.pbuf.depth
+    for seg in art.segments:
+        for buf in ("imem", "wbuf", "pbuf"):
+            assert getattr(seg, f"{buf}_addr") + len(getattr(seg, buf)) <= getattr(cfg, buf).depth
+    # the program: every segment ends with STREAM (naming the next) or, the last, HALT
+    code_streams = bool(art.segments[1].imem)
+    programs = [seg.imem for seg in art.segments] if code_streams else [art.imem]
+    ends = [(i, isa.decode(w)) for prog in programs for i, w in enumerate(prog)
+            if isa.decode(w).opcode in (isa.Opcode.STREAM, isa.Opcode.HALT)]
+    assert [int(e.count) for _, e in ends[:-1]] == list(range(1, len(art.segments)))
+    assert ends[-1][1].opcode == isa.Opcode.HALT
+    if not code_streams:  # the program stays in IMEM: each STREAM resumes at the next instruction
+        assert all(int(e.a_addr) == i + 1 for i, e in ends[:-1])
+    # every weight of the resident compile (on a config with room) is loaded once or streamed once
     roomy = dataclasses.replace(cfg, name="roomy", imem=BufferSpec(8192), wbuf=BufferSpec(1 << 19),
                                 pbuf=BufferSpec(1 << 15))
     resident = compile_model(model, roomy)
     assert not resident.streamed
-    assert sorted(w for seg in art.segments for w in seg.wbuf) == sorted(resident.wbuf)
-    assert sum(len(seg.pbuf) for seg in art.segments) == len(resident.pbuf)
+    base = art.segments[0].wbuf_addr  # resident weights below, segment 0's streamed weights above
+    loaded = list(art.wbuf[:base]) + [w for seg in art.segments for w in seg.wbuf]
+    assert sorted(loaded) == sorted(resident.wbuf)
+    assert len(art.pbuf[:art.segments[0].pbuf_addr]) + sum(len(seg.pbuf) for seg in art.segments) \
+        == len(resident.pbuf)
     assert art.stream_bytes() == sum(seg.nbytes(cfg) for seg in art.segments)
+    total = sum(len(getattr(resident, b)) * cfg.word_bytes(b) for b in ("wbuf", "pbuf"))
+    print(f"{name}: {len(art.segments)} segments, {art.stream_bytes():,} of {total:,} weight and parameter "
+          f"bytes streamed per run, program {'streamed' if code_streams else 'resident'}")
 
 
 def test_streamed_artifact_round_trips(streamed, tmp_path):
@@ -77,8 +86,8 @@ def test_streamed_models_match_golden_on_emu(streamed):
     emu = accel.open_device("emu").load(art)
     for i in range(3):  # runs after the first rewrite segment 0 before they start
         assert np.array_equal(golden.run(x[i:i + 1]), emu.run(x[i:i + 1]))
-        assert emu.last_stream_bytes == [art.stream_bytes() if i else art.stream_bytes()
-                                         - art.segments[0].nbytes(art.config)]
+        first = art.stream_bytes() - art.segments[0].nbytes(art.config)  # segment 0 came with load
+        assert emu.last_stream_bytes == [art.stream_bytes() if i else first]
     # the batch API streams each run, too
     batch = emu.run_batch(x)
     assert np.array_equal(batch, golden.run_batch(x))
