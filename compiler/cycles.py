@@ -53,7 +53,7 @@ __all__ = ["FETCH_CYCLES", "SYNC_CYCLES", "DRAIN_STAGES", "CONTEXTS", "CONV_SETU
 
 FETCH_CYCLES = 2   # fetch and decode one instruction
 SYNC_CYCLES = 3    # a SYNC or HALT with nothing in flight
-DRAIN_STAGES = 9   # beyond the array's skew: accumulate, requantizer pipeline, write-back
+DRAIN_STAGES = 10  # beyond the array's skew: accumulate, requantizer pipeline (9 stages), write-back
 CONTEXTS = 2       # MATMULs in flight at once (the controller's instruction contexts)
 CONV_SETUP = 2     # a conv-mode MATMUL precomputes its address constants when nothing is in flight
 # TODO: re-measure these when the controller's pipeline changes (probe programs in tests/test_backend.py).
@@ -82,7 +82,7 @@ def vector_cycles(config: HardwareConfig, vop, count: int, c_chunks: int = 1, kh
     if vop == Vop.MAX:
         return count * c_chunks * kh * kw + 9
     if vop == Vop.GSUM:
-        return c_chunks * (max(count, config.rows - 1) + 2) + 16 + config.requant_spacing - 1
+        return c_chunks * (max(count, config.rows - 1) + 2) + 17 + config.requant_spacing - 1
     return 2 * count + 35
 
 

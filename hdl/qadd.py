@@ -315,13 +315,15 @@ def _fma8(m, platform, name, q_neg, q_mag, mant, exp, a_neg, a_mag, a_exp):
     p_exp2, p_top2 = delay(p_exp1, "p_exp2"), reg(signed(_EXP_BITS), "p_top2")
     a_mag2, a_neg2, a_zero2 = delay(a_mag1, "a_mag2"), delay(a_neg1, "a_neg2"), delay(a_zero1, "a_zero2")
     a_exp2, a_top2 = delay(a_exp1, "a_exp2"), delay(a_top1, "a_top2")
-    m.d.sync += [p_zero2.eq(p_zero), p_top2.eq(p_exp1 + (_NORM_BITS - p_lz))]
+    # Each term's floor (top - 60) is computed here too, so F3 only compares and selects.
+    p_floor2, a_floor2 = reg(signed(_EXP_BITS), "p_floor2"), reg(signed(_EXP_BITS), "a_floor2")
+    m.d.sync += [p_zero2.eq(p_zero), p_top2.eq(p_exp1 + (_NORM_BITS - p_lz)),
+                 p_floor2.eq(p_exp1 + (_NORM_BITS - _WINDOW) - p_lz), a_floor2.eq(a_top1 - _WINDOW)]
 
     # -- F3: the grid g = max(lowest exponent, H - 60), over the nonzero terms ------------
     lowest = Mux(p_zero2, a_exp2, Mux(a_zero2 | (p_exp2 < a_exp2), p_exp2, a_exp2))
-    top = Mux(p_zero2, a_top2, Mux(a_zero2 | (p_top2 > a_top2), p_top2, a_top2))
     floor = Signal(signed(_EXP_BITS), name=f"{name}_floor")
-    m.d.comb += floor.eq(top - _WINDOW)
+    m.d.comb += floor.eq(Mux(~p_zero2 & (a_zero2 | (p_top2 > a_top2)), p_floor2, a_floor2))
     g3 = reg(signed(_EXP_BITS), "g3")
     m.d.sync += g3.eq(Mux(floor > lowest, floor, lowest))
     p3, p_neg3, p_exp3 = delay(p2, "p3"), delay(p_neg2, "p_neg3"), delay(p_exp2, "p_exp3")

@@ -1,7 +1,7 @@
 """Hold the requantizer: bias, float32-exact rescaling, zero point, saturation and clamp per lane.
 
 The arithmetic is :func:`accel.numerics.requantize_integer` (``docs/numerics.md``, section
-4) with the bias added first, bit for bit, as an 8-stage pipeline per lane. With
+4) with the bias added first, bit for bit, as a 9-stage pipeline per lane. With
 ``config.requant_lanes`` lanes for ``cols`` columns, a row takes ``cols / requant_lanes``
 cycles (the lanes are time-multiplexed over the columns), which is how the small presets
 save area.
@@ -13,7 +13,7 @@ from amaranth.lib.wiring import In, Out
 
 from .. import isa
 from ..config import HardwareConfig
-from .pe import multiplier
+from .dsp import ProductBank, dsp_family
 
 __all__ = ["Requantizer"]
 
@@ -28,6 +28,8 @@ _Y_BITS = 12         # +-q + zero point, before saturation
 # is below 1/2 and rounds to 0. In between a 0..9-bit shifter does the work.
 _SAT_SHIFT = 14
 _ZERO_SHIFT = 24
+_PARTIAL_SPLIT = 17  # the 24x24 product as four partial products of at most 17x17 bits
+_LANE_STAGES = 9
 
 
 class Requantizer(wiring.Component):
@@ -55,7 +57,7 @@ class Requantizer(wiring.Component):
     ---------------
     A fixed-latency pipeline without back-pressure: a row on ``i`` in cycle ``T`` (``i.valid``
     high) leaves on ``o`` in cycle ``T + latency`` with its tag, in order, where
-    ``latency = 7 + spacing`` and ``spacing = cols / requant_lanes``. Rows must enter at
+    ``latency = 8 + spacing`` and ``spacing = cols / requant_lanes``. Rows must enter at
     least ``spacing`` cycles apart (every cycle with one lane per column): lane ``j`` takes
     column ``p * requant_lanes + j`` in the ``p``-th cycle of the row. ``params``, ``y_zp``,
     ``y_lo``, ``y_hi`` and ``y_signed`` are sampled together with the row, in the cycle its
@@ -65,9 +67,10 @@ class Requantizer(wiring.Component):
 
     Pipeline stages of a lane (each ends in a register): (1) bias add; (2) absolute value;
     (3) leading-zero count; (4) normalization and rounding of ``|v|`` to 24 bits;
-    (5) the 24x24 product (from :func:`accel.hdl.pe.multiplier`); (6) rounding of the
-    product to 24 bits; (7) the final rounding shift; (8) sign, zero point, saturation and
-    clamp.
+    (5) four partial products of the 24x24 product, registered (a
+    :class:`~accel.hdl.dsp.ProductBank`: registered MULT18X18D on ECP5, LUTs on iCE40 whose
+    DSPs serve the array); (6) their sum; (7) rounding of the product to 24 bits; (8) the
+    final rounding shift; (9) sign, zero point, saturation and clamp.
 
     Parameters
     ----------
@@ -133,8 +136,8 @@ class Requantizer(wiring.Component):
 
     @property
     def latency(self) -> int:
-        """Return the cycles from a row on ``i`` to its row on ``o``: ``7 + spacing``."""
-        return 7 + self.spacing
+        """Return the cycles from a row on ``i`` to its row on ``o``: ``8 + spacing``."""
+        return _LANE_STAGES - 1 + self.spacing
 
     def elaborate(self, platform):
         m = Module()
@@ -150,7 +153,7 @@ class Requantizer(wiring.Component):
             "valid": 1, "tag": unsigned(self._tag_width), "phase": range(spacing),
             "zp": signed(9), "low": signed(9), "high": signed(9),
         })
-        lane_stages = 8
+        lane_stages = _LANE_STAGES
         side = [Signal(side_layout, name=f"side{s}") for s in range(1, lane_stages + 1)]
         qmin = Mux(self.y_signed, -128, 0)
         qmax = Mux(self.y_signed, 127, 255)
@@ -219,25 +222,27 @@ class Requantizer(wiring.Component):
 
         # -- stage 2: sign and magnitude, |v| <= 2**31 ------------------------------------
         neg2, mag2 = reg(1, "neg2"), reg(unsigned(_V_BITS), "mag2")
-        mant2, expo2 = reg(unsigned(_MANT_BITS), "mant2"), reg(signed(8), "expo2")
+        mant2 = reg(unsigned(_MANT_BITS), "mant2")
+        # |v| = a * 2**(n - 24) after rounding, with n = 32 - lz significant bits, and the
+        # product a * m is rounded at bit 23 + t (t = 0 or 1 below). So the value is
+        # r * 2**(n - 24 + e + 23 + t) = r * 2**-R with R = lz - 31 - e - t (- carries).
+        # The exponent's part, -31 - e, is ready two stages before the leading zeros.
+        e2 = reg(signed(_EXP_BITS), "e2")
         m.d.sync += [
             neg2.eq(v[-1]),
             mag2.eq(Mux(v[-1], -v, v)),
-            mant2.eq(mant1), expo2.eq(expo1),
+            mant2.eq(mant1), e2.eq(-31 - expo1),
         ]
 
-        # -- stage 3: leading zeros; fold them into the exponent --------------------------
+        # -- stage 3: leading zeros ---------------------------------------------------------
         zero, lz = _count_leading_zeros(mag2)
         neg3, zero3, mag3 = reg(1, "neg3"), reg(1, "zero3"), reg(unsigned(_V_BITS), "mag3")
         lz3 = reg(unsigned(5), "lz3")
         mant3 = reg(unsigned(_MANT_BITS), "mant3")
-        # |v| = a * 2**(n - 24) after rounding, with n = 32 - lz significant bits, and the
-        # product a * m is rounded at bit 23 + t (t = 0 or 1 below). So the value is
-        # r * 2**(n - 24 + e + 23 + t) = r * 2**-R with R = lz - 31 - e - t (- carries).
-        shift3 = reg(signed(_EXP_BITS), "shift3")
+        e3, e3_less = reg(signed(_EXP_BITS), "e3"), reg(signed(_EXP_BITS), "e3_less")
         m.d.sync += [
             neg3.eq(neg2), zero3.eq(zero), mag3.eq(mag2), lz3.eq(lz), mant3.eq(mant2),
-            shift3.eq(lz - 31 - expo2),
+            e3.eq(e2), e3_less.eq(e2 - 1),
         ]
 
         # -- stage 4: f32(|v|): normalize to 32 bits, round half-even to 24 ---------------
@@ -253,24 +258,35 @@ class Requantizer(wiring.Component):
             neg4.eq(neg3), zero4.eq(zero3), mant4.eq(mant3),
             # A carry out of the rounding gives 2**24 = 2**23 * 2: renormalize.
             a4.eq(a_round[:_MANT_BITS] | (carry4 << (_MANT_BITS - 1))),
-            shift4.eq(shift3 - carry4),
+            # R = lz - 31 - e - carry: both sums are formed beside the rounding, which picks one.
+            shift4.eq(Mux(carry4, lz3 + e3_less, lz3 + e3)),
         ]
 
-        # -- stage 5: the exact 24x24 product, in [2**46, 2**48) --------------------------
-        # TODO: this stage limits the requantizer to about 87 MHz on an ECP5-85 (nextpnr,
-        # out of context, four unregistered MULT18X18D). A registered DSP multiplier from
-        # multiplier() would split it and add one cycle of latency. On iCE40 without DSPs
-        # one lane takes about 2,200 LUT4s, so four lanes do not fit an UP5K: the icebreaker
-        # build needs SB_MAC16 multipliers or one lane shared over the columns.
-        mul = multiplier(unsigned(_MANT_BITS), unsigned(_MANT_BITS), platform=platform)
-        m.submodules[f"mul{c}"] = mul
-        m.d.comb += [mul.a.eq(a4), mul.b.eq(mant4)]
+        # -- stage 5: four registered partial products (one DSP block each on ECP5) ------
+        # a = a_hi * 2**17 + a_lo and m = m_hi * 2**17 + m_lo, so every partial product fits
+        # an 18x18 signed multiplier; the split keeps the DSP and the adders in separate stages.
+        split = _PARTIAL_SPLIT
+        bank = ProductBank(4, signed(split + 1), signed(split + 1), family=dsp_family(platform))
+        m.submodules[f"mul{c}"] = bank
+        halves_a, halves_m = (a4[:split], a4[split:]), (mant4[:split], mant4[split:])
+        for k, (i, j) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
+            m.d.comb += [bank.a[k].eq(halves_a[i]), bank.b[k].eq(halves_m[j])]  # zero-extended
         neg5, zero5 = reg(1, "neg5"), reg(1, "zero5")
-        p5 = reg(unsigned(2 * _MANT_BITS), "p5")
         shift5 = reg(signed(_EXP_BITS), "shift5")
-        m.d.sync += [neg5.eq(neg4), zero5.eq(zero4), p5.eq(mul.p), shift5.eq(shift4)]
+        m.d.sync += [neg5.eq(neg4), zero5.eq(zero4), shift5.eq(shift4)]
 
-        # -- stage 6: f32(product): round half-even to 24 significant bits ----------------
+        # -- stage 6: the exact 24x24 product, in [2**46, 2**48) --------------------------
+        neg6a, zero6a = reg(1, "neg6a"), reg(1, "zero6a")
+        p5 = reg(unsigned(2 * _MANT_BITS), "p5")
+        shift6a = reg(signed(_EXP_BITS), "shift6a")
+        parts = [bank.p[k].as_unsigned() for k in range(4)]
+        m.d.sync += [
+            neg6a.eq(neg5), zero6a.eq(zero5), shift6a.eq(shift5),
+            p5.eq(parts[0] + ((parts[1] + parts[2]) << split) + (parts[3] << (2 * split))),
+        ]
+        neg5, zero5, shift5 = neg6a, zero6a, shift6a
+
+        # -- stage 7: f32(product): round half-even to 24 significant bits ----------------
         top = p5[-1]
         p_norm = Signal(unsigned(2 * _MANT_BITS - 1), name=f"lane{c}_p_norm")
         m.d.comb += p_norm.eq(Mux(top, p5[1:], p5[:-1]))  # the sticky bit p5[0] is kept below
@@ -285,7 +301,7 @@ class Requantizer(wiring.Component):
             shift6.eq(shift5 - top - carry6),
         ]
 
-        # -- stage 7: q = rne(r / 2**R) ---------------------------------------------------
+        # -- stage 8: q = rne(r / 2**R) ---------------------------------------------------
         # R <= 14 saturates, R >= 25 gives 0; R in 15..24 shifts right by 15 + (R - 15).
         coarse, coarse_sticky = _shift_right_sticky(r6, (shift6 - (_SAT_SHIFT + 1))[:4])
         q_round = _round_half_even(coarse, _SAT_SHIFT + 1, extra_sticky=coarse_sticky)
@@ -299,8 +315,8 @@ class Requantizer(wiring.Component):
         with m.Else():
             m.d.sync += q7.eq(q_round)
 
-        # -- stage 8: sign, zero point, saturation to the output type and clamp -----------
-        s7 = side[6]
+        # -- stage 9: sign, zero point, saturation to the output type and clamp -----------
+        s7 = side[-2]
         y = Signal(signed(_Y_BITS), name=f"lane{c}_y")
         m.d.comb += y.eq(Mux(neg7, s7.zp - q7, s7.zp + q7))
         out8 = reg(unsigned(8), "out8")

@@ -6,7 +6,7 @@ earlier instruction is written back (a ``VECTOR`` implies a ``SYNC``), so while 
 it owns the ABUF read and write ports, the PBUF read port and the core's requantizer.
 
 Sharing the requantizer instead of instantiating a second one is deliberate: one lane is
-about 2,200 LUT4s (``docs/architecture.md``), the MATMUL back end is idle while a ``VECTOR``
+about 2,500 LUT4s on iCE40 (``docs/architecture.md``), the MATMUL back end is idle while a ``VECTOR``
 runs, and a ``GSUM`` pushes only one row per channel chunk, so a second copy would buy
 nothing but area. ``ADD`` has its own :class:`~accel.hdl.qadd.QAddLanes` (a different
 datapath: two float32 FMAs per lane).
@@ -53,9 +53,10 @@ class VectorUnit(wiring.Component):
     Timing (measured, ``tests/sim/test_conv_core.py``): one ``VECTOR``, from its fetch to the
     next instruction's fetch when nothing is in flight before it, takes
     ``count * c_chunks * kh * kw + 9`` cycles for ``MAX``,
-    ``c_chunks * (max(count, rows - 1) + 2) + 16`` for ``GSUM`` and ``2 * count + 35`` for
-    ``ADD`` (fetch and decode 2, the drain check 1, three cycles of address preparation, the
-    loop, then the pipeline drain: 1 for ``MAX``, the requantizer's 8 or the add lanes' 22).
+    ``c_chunks * (max(count, rows - 1) + 2) + 8 + L`` for ``GSUM`` (``L`` the requantizer's
+    latency) and ``2 * count + 35`` for ``ADD`` (fetch and decode 2, the drain check 1,
+    three cycles of address preparation, the loop, then the pipeline drain: 1 for ``MAX``,
+    the requantizer's latency (9 with one lane per column) or the add lanes' 22).
 
     Members
     -------

@@ -309,9 +309,9 @@ def test_array_long_tiles_have_no_bubbles():
 def test_requantizer_ports_and_latency():
     config = preset("sim-small")
     requant = Requantizer(config, tag_width=5)
-    assert requant.latency == 8 and requant.spacing == 1 and requant.tag_width == 5
+    assert requant.latency == 9 and requant.spacing == 1 and requant.tag_width == 5
     shared = Requantizer(HardwareConfig.from_dict({**config.to_dict(), "requant_lanes": 1}))
-    assert shared.spacing == 4 and shared.latency == 11
+    assert shared.spacing == 4 and shared.latency == 12
     assert requant.i.payload.shape().size == config.cols * config.acc_width + 5
     assert requant.o.payload.shape().size == config.cols * 8 + 5
     assert requant.params.shape().size == config.cols * 64

@@ -35,7 +35,7 @@ def max_cycles(count, c_chunks, kh, kw):
 
 
 def gsum_cycles(count, c_chunks, rows):
-    return c_chunks * (max(count, rows - 1) + 2) + 16
+    return c_chunks * (max(count, rows - 1) + 2) + 17
 
 
 def add_cycles(count):
