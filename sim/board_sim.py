@@ -21,7 +21,7 @@ from ..config import HardwareConfig, preset
 from ..driver import LinkDevice, Transport
 from ..errors import DeviceError
 from ..hdl.core import AcceleratorCore
-from ..hdl.link import FramedLink
+from ..hdl.link import MAX_PAYLOAD, FramedLink
 from .rtl import RtlTarget
 
 __all__ = ["LinkedCore", "SimTransport", "LinkSimDevice", "BoardSimDevice", "SIM_TIMEOUT_BITS"]
@@ -123,7 +123,8 @@ class LinkSimDevice(LinkDevice):
         target = RtlTarget(config, cache_root=cache_root, top="accel_linked_core",
                            factory=lambda c: LinkedCore(c, timeout_bits), variant=f"timeout{timeout_bits}")
         transport = SimTransport(target, config.clock_hz, self.name)
-        options.setdefault("timeout", 4 * (1 << timeout_bits) / config.clock_hz)
+        # Replies start within the link timeout (a NACK for a truncated frame) plus a frame's replay.
+        options.setdefault("timeout", 1.5 * ((1 << timeout_bits) + MAX_PAYLOAD) / config.clock_hz)
         super().__init__(transport, config=config, batch=batch, **options)
 
 
@@ -159,6 +160,6 @@ class BoardSimDevice(LinkDevice):
         target = RtlTarget(config, cache_root=cache_root, top=f"board_sim_{board.replace('-', '_')}",
                            factory=factory, variant=f"divisor{divisor}-timeout{timeout_bits}")
         transport = SimTransport(target, config.clock_hz, self.name)
-        # Reply bytes come one UART frame (10 bits) apart; allow a link timeout plus a few frames.
-        options.setdefault("timeout", ((1 << timeout_bits) + 40 * divisor) * 4 / config.clock_hz)
+        # Replies start within the link timeout plus a frame's replay; their bytes come 10 bits apart.
+        options.setdefault("timeout", 1.5 * ((1 << timeout_bits) + MAX_PAYLOAD + 40 * divisor) / config.clock_hz)
         super().__init__(transport, config=config, batch=batch, **options)

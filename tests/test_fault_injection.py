@@ -29,9 +29,11 @@ FAULTS = 1000
 
 
 @pytest.fixture(scope="module")
-def device():
-    dev = accel.open_device("link-sim", config="icebreaker", cache_root=verilator.default_cache_root(),
-                            run_timeout=0.01, progress=False)
+def device(pytestconfig):
+    # The Verilator build cache of tests/sim (ACCEL_SIM_CACHE, else <repo>/.cache/verilator).
+    cache = (verilator.default_cache_root() if os.environ.get("ACCEL_SIM_CACHE", "").strip()
+             else pytestconfig.rootpath / ".cache" / "verilator")
+    dev = accel.open_device("link-sim", config="icebreaker", cache_root=cache, run_timeout=0.005, progress=False)
     with dev:
         yield dev
 
