@@ -3,9 +3,9 @@
 For each preset (``icebreaker`` on an iCE40 UP5K, ``ulx3s-85f`` on an ECP5 LFE5U-85F) the
 :class:`~accel.hdl.core.AcceleratorCore` is converted to Verilog, elaborated for the board's
 platform (so the per-family DSP and memory primitives are chosen, as in a board build),
-synthesized (``synth_ice40`` / ``synth_ecp5``; the array instantiates its DSP blocks, so
-``synth_ice40`` runs without ``-dsp``, which would also put the requantizer's multipliers
-on the UP5K's eight DSPs that the array uses) and placed and routed out of context
+synthesized (``synth_ice40`` without ``-dsp`` / ``synth_ecp5 -nodsp``: the array and the
+requantizer instantiate exactly the DSP blocks the chip has, and inference would add more
+for the other multipliers) and placed and routed out of context
 (nextpnr with unconstrained pins, target clock = the preset's ``clock_hz``). With
 ``--blocks``, the requantizer, the systolic array, the QLinearAdd lanes and the vector unit
 are also synthesized on their own (no place and route) to show where the area goes.
@@ -69,7 +69,7 @@ def synthesize(verilog_text: str, top: str, family: str, workdir: pathlib.Path) 
     src = workdir / f"{top}.v"
     src.write_text(verilog_text)
     netlist = workdir / f"{top}.json"
-    synth = f"synth_ice40 -top {top}" if family == "ice40" else f"synth_ecp5 -top {top}"
+    synth = f"synth_ice40 -top {top}" if family == "ice40" else f"synth_ecp5 -nodsp -top {top}"
     # YoWASP tools see the working directory only: run there with relative paths.
     script = f"read_verilog -sv {src.name}; {synth}; tee -q -o {top}.stat.json stat -json; write_json {netlist.name}"
     t0 = time.perf_counter()
@@ -183,7 +183,7 @@ def save(rows):
         "core_area",
         ["preset", "chip", "block", "LUT4 (synth)", "FF", "LC/COMB placed", "DSP", "EBR", "SPRAM",
          "target MHz", "fmax MHz"], rows,
-        notes="LUT4 (synth): Yosys cell count after synth_ice40 / synth_ecp5 (ECP5: LUT4 + 2 per CCU2C). "
+        notes="LUT4 (synth): Yosys cell count after synth_ice40 / synth_ecp5 -nodsp (ECP5: LUT4 + 2 per CCU2C). "
               "LC/COMB placed: nextpnr's ICESTORM_LC (LUT and/or FF per cell) or TRELLIS_COMB use. fmax: nextpnr, "
               "out of context (pins unconstrained), one seed, the core alone (no UART or PLL). Blocks are "
               "synthesized on their own, so their sum differs from the core's count.")

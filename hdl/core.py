@@ -8,6 +8,7 @@ from .. import isa
 from ..config import HardwareConfig
 from .buffers import buffer_ports
 from .controller import TAG_WIDTH, Controller, Tag
+from .dsp import dsp_blocks, dsp_family
 from .hostif import HostInterface, memory_word_bits
 from .requant import Requantizer
 from .systolic import SystolicArray
@@ -63,8 +64,13 @@ class AcceleratorCore(wiring.Component):
 
         m.submodules.hostif = host = HostInterface(c)
         m.submodules.controller = ctrl = Controller(c)
-        m.submodules.array = array = SystolicArray(c, tag_width=TAG_WIDTH)
-        m.submodules.requant = rq = Requantizer(c, tag_width=TAG_WIDTH)
+        # The chip's DSP blocks go to the requantizer's partial products first (few, and slow
+        # as LUT multipliers), then to the PEs; PEs beyond the budget multiply in LUTs.
+        budget = dsp_blocks(platform)
+        rq_blocks = None if budget is None else min(budget, Requantizer.dsp_blocks_for(c, dsp_family(platform)))
+        m.submodules.array = array = SystolicArray(
+            c, tag_width=TAG_WIDTH, dsp_blocks=None if budget is None else budget - rq_blocks)
+        m.submodules.requant = rq = Requantizer(c, tag_width=TAG_WIDTH, dsp_blocks=rq_blocks)
 
         wiring.connect(m, wiring.flipped(self.i), host.i)
         wiring.connect(m, host.o, wiring.flipped(self.o))

@@ -15,7 +15,11 @@ it. This is the one place that knows about multiplier primitives:
 * ``None`` (simulation, other chips): ``a * b`` into a register.
 
 Every variant has the same contract (one cycle of latency, the exact product), so the
-systolic array, its latency and the cycle model do not depend on the chip. The primitive
+systolic array, its latency and the cycle model do not depend on the chip. A bank may be
+limited to ``max_blocks`` blocks (:func:`dsp_blocks` gives the device's total; the core
+gives the requantizer its share first and the array the rest); the products beyond them
+use the generic ``*``, which Yosys builds from LUTs (``synth_ice40`` without ``-dsp``,
+``synth_ecp5 -nodsp``: inference would map them onto blocks that are already taken). The primitive
 configurations are checked against Yosys's behavioural model of ``SB_MAC16`` in
 ``tests/sim/test_dsp.py``.
 """
@@ -24,7 +28,12 @@ from amaranth.hdl import ClockSignal, Const, Instance, Module, Mux, ResetSignal,
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
-__all__ = ["FAMILIES", "dsp_family", "ProductBank", "SB_MAC16_PAIR_PARAMS"]
+__all__ = ["FAMILIES", "dsp_family", "dsp_blocks", "ProductBank", "SB_MAC16_PAIR_PARAMS"]
+
+# DSP blocks per device (Lattice data sheets): SB_MAC16 on iCE40 UltraPlus, MULT18X18D on ECP5.
+_DEVICE_BLOCKS = {"iCE40UP3K": 4, "iCE40UP5K": 8, "LFE5U-12F": 28, "LFE5U-25F": 28, "LFE5U-45F": 72,
+                  "LFE5U-85F": 156, "LFE5UM-25F": 28, "LFE5UM-45F": 72, "LFE5UM-85F": 156,
+                  "LFE5UM5G-25F": 28, "LFE5UM5G-45F": 72, "LFE5UM5G-85F": 156}
 
 #: The DSP families :class:`ProductBank` maps to primitives.
 FAMILIES = ("ice40", "ecp5")
@@ -58,6 +67,13 @@ def dsp_family(platform) -> str | None:
     return None
 
 
+def dsp_blocks(platform) -> int | None:
+    """Return how many DSP blocks ``platform``'s device has, or ``None`` if unknown or without a platform."""
+    if platform is None:
+        return None
+    return _DEVICE_BLOCKS.get(str(getattr(platform, "device", "")))
+
+
 class ProductBank(wiring.Component):
     """Register ``count`` exact products ``p[i] = a[i] * b[i]``, one clock cycle after the operands.
 
@@ -72,6 +88,9 @@ class ProductBank(wiring.Component):
         ``"ice40"`` needs ``a`` of 9 bits and ``b`` of at most 8 and is exact for
         ``-255 <= a <= 255`` (every int8 or uint8 byte); other shapes fall back to the
         generic ``*``. ``"ecp5"`` needs both operands to fit 18 bits.
+    max_blocks : int or None
+        Use at most this many DSP blocks (``None``: as many as the products need); the
+        products beyond them use the generic ``*`` (LUTs), with the same contract.
 
     Members
     -------
@@ -83,7 +102,8 @@ class ProductBank(wiring.Component):
         The products of the operands of the previous cycle.
     """
 
-    def __init__(self, count: int, a_shape, b_shape, *, family: str | None = None):
+    def __init__(self, count: int, a_shape, b_shape, *, family: str | None = None,
+                 max_blocks: int | None = None):
         if not isinstance(count, int) or count < 1:
             raise ValueError(f"count must be a positive integer, not {count!r}")
         a_shape, b_shape = Shape.cast(a_shape), Shape.cast(b_shape)
@@ -94,8 +114,11 @@ class ProductBank(wiring.Component):
             raise ValueError(f"family must be one of {FAMILIES} or None, not {family!r}")
         if family == "ecp5" and max(a_shape.width, b_shape.width) > 18:
             raise ValueError(f"MULT18X18D operands must fit 18 bits, not {a_shape!r} x {b_shape!r}")
+        if max_blocks is not None and (not isinstance(max_blocks, int) or max_blocks < 0):
+            raise ValueError(f"max_blocks must be a non-negative integer or None, not {max_blocks!r}")
         self._count = count
         self._family = family
+        self._max_blocks = max_blocks
         product = signed(a_shape.width + b_shape.width)
         super().__init__({
             "a": In(data.ArrayLayout(a_shape, count)),
@@ -111,28 +134,44 @@ class ProductBank(wiring.Component):
     def family(self) -> str | None:
         return self._family
 
-    @property
-    def primitive(self) -> str | None:
-        """Return the primitive the bank instantiates (``"SB_MAC16"``, ``"MULT18X18D"``) or ``None``."""
-        a, b = self.a.shape().elem_shape, self.b.shape().elem_shape
-        if self._family == "ice40" and a.width == 9 and b.width <= 8:
+    @staticmethod
+    def primitive_for(a_shape, b_shape, family: str | None) -> str | None:
+        """Return the primitive a bank of these operands uses on ``family``, or ``None`` (LUTs)."""
+        a, b = Shape.cast(a_shape), Shape.cast(b_shape)
+        if family == "ice40" and a.width == 9 and b.width <= 8:
             return "SB_MAC16"
-        if self._family == "ecp5":
+        if family == "ecp5":
             return "MULT18X18D"
         return None
 
+    @property
+    def primitive(self) -> str | None:
+        """Return the primitive the bank instantiates (``"SB_MAC16"``, ``"MULT18X18D"``) or ``None``."""
+        return self.primitive_for(self.a.shape().elem_shape, self.b.shape().elem_shape, self._family)
+
+    @property
+    def blocks(self) -> int:
+        """Return how many DSP blocks the bank instantiates."""
+        per_block = {"SB_MAC16": 2, "MULT18X18D": 1}.get(self.primitive)
+        if per_block is None:
+            return 0
+        wanted = -(-self._count // per_block)
+        return wanted if self._max_blocks is None else min(wanted, self._max_blocks)
+
     def elaborate(self, platform):
         m = Module()
-        primitive = self.primitive
+        primitive, blocks = self.primitive, self.blocks
+        in_blocks = 0
         if primitive == "SB_MAC16":
-            for pair in range(0, self._count, 2):
-                self._mac16_pair(m, pair, min(2, self._count - pair))
+            in_blocks = min(self._count, 2 * blocks)
+            for pair in range(0, in_blocks, 2):
+                self._mac16_pair(m, pair, min(2, in_blocks - pair))
         elif primitive == "MULT18X18D":
-            for i in range(self._count):
+            in_blocks = blocks
+            for i in range(in_blocks):
                 self._mult18(m, i)
-        else:
-            for i in range(self._count):
-                m.d.sync += self.p[i].eq(self.a[i] * self.b[i])
+        for i in range(in_blocks, self._count):
+            m.d.sync += self.p[i].eq(self.a[i] * self.b[i])
         return m
 
     def _mac16_pair(self, m, first, n):

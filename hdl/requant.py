@@ -79,6 +79,9 @@ class Requantizer(wiring.Component):
         accumulator width.
     tag_width : int
         Width of the tag carried from each input row to its output row.
+    dsp_blocks : int or None
+        Use at most this many DSP blocks for the partial products (``None``: four per lane
+        where the chip's blocks fit them); the others are LUT multipliers.
 
     Members
     -------
@@ -98,13 +101,14 @@ class Requantizer(wiring.Component):
         Saturate to int8 (1) or uint8 (0); sampled with the row.
     """
 
-    def __init__(self, config: HardwareConfig, *, tag_width: int = 18):
+    def __init__(self, config: HardwareConfig, *, tag_width: int = 18, dsp_blocks: int | None = None):
         if not isinstance(config, HardwareConfig):
             raise TypeError(f"config must be a HardwareConfig, not {config!r}")
         if not isinstance(tag_width, int) or tag_width < 1:
             raise ValueError(f"tag_width must be a positive integer, not {tag_width!r}")
         self._config = config
         self._tag_width = tag_width
+        self._dsp_blocks = dsp_blocks
         super().__init__({
             "i": In(stream.Signature(data.StructLayout({
                 "acc": data.ArrayLayout(signed(config.acc_width), config.cols),
@@ -210,6 +214,13 @@ class Requantizer(wiring.Component):
         m.d.comb += [self.o.valid.eq(last.valid & (last.phase == spacing - 1)), self.o.payload.tag.eq(last.tag)]
         return m
 
+    @staticmethod
+    def dsp_blocks_for(config: HardwareConfig, family: str | None) -> int:
+        """Return the DSP blocks the partial products of ``config``'s lanes take on ``family`` without a limit."""
+        operand = signed(_PARTIAL_SPLIT + 1)
+        primitive = ProductBank.primitive_for(operand, operand, family)
+        return 4 * config.requant_lanes if primitive == "MULT18X18D" else 0
+
     def _lane(self, m, platform, c, acc, param, side):
         """Build lane ``c``'s pipeline; return its output byte (a stage-8 register)."""
         def reg(shape, name):
@@ -266,7 +277,9 @@ class Requantizer(wiring.Component):
         # a = a_hi * 2**17 + a_lo and m = m_hi * 2**17 + m_lo, so every partial product fits
         # an 18x18 signed multiplier; the split keeps the DSP and the adders in separate stages.
         split = _PARTIAL_SPLIT
-        bank = ProductBank(4, signed(split + 1), signed(split + 1), family=dsp_family(platform))
+        budget = None if self._dsp_blocks is None else max(0, min(4, self._dsp_blocks - 4 * c))
+        bank = ProductBank(4, signed(split + 1), signed(split + 1), family=dsp_family(platform),
+                           max_blocks=budget)
         m.submodules[f"mul{c}"] = bank
         halves_a, halves_m = (a4[:split], a4[split:]), (mant4[:split], mant4[split:])
         for k, (i, j) in enumerate(((0, 0), (0, 1), (1, 0), (1, 1))):
@@ -279,18 +292,21 @@ class Requantizer(wiring.Component):
         neg6a, zero6a = reg(1, "neg6a"), reg(1, "zero6a")
         p5 = reg(unsigned(2 * _MANT_BITS), "p5")
         shift6a = reg(signed(_EXP_BITS), "shift6a")
+        shift5_less1, shift5_less2 = reg(signed(_EXP_BITS), "shift5_less1"), reg(signed(_EXP_BITS), "shift5_less2")
         parts = [bank.p[k].as_unsigned() for k in range(4)]
         m.d.sync += [
             neg6a.eq(neg5), zero6a.eq(zero5), shift6a.eq(shift5),
+            shift5_less1.eq(shift5 - 1), shift5_less2.eq(shift5 - 2),
             p5.eq(parts[0] + ((parts[1] + parts[2]) << split) + (parts[3] << (2 * split))),
         ]
         neg5, zero5, shift5 = neg6a, zero6a, shift6a
 
         # -- stage 7: f32(product): round half-even to 24 significant bits ----------------
+        # Both normalizations (top bit 47 or 46) are rounded side by side; the top bit picks one.
         top = p5[-1]
-        p_norm = Signal(unsigned(2 * _MANT_BITS - 1), name=f"lane{c}_p_norm")
-        m.d.comb += p_norm.eq(Mux(top, p5[1:], p5[:-1]))  # the sticky bit p5[0] is kept below
-        r_round = _round_half_even(p_norm, _MANT_BITS - 1, extra_sticky=top & p5[0])
+        r_round = Signal(unsigned(_MANT_BITS + 1), name=f"lane{c}_r_round")
+        m.d.comb += r_round.eq(Mux(top, _round_half_even(p5[1:], _MANT_BITS - 1, extra_sticky=p5[0]),
+                                   _round_half_even(p5[:-1], _MANT_BITS - 1)))
         carry6 = r_round[_MANT_BITS]
         neg6, zero6 = reg(1, "neg6"), reg(1, "zero6")
         r6 = reg(unsigned(_MANT_BITS), "r6")
@@ -298,7 +314,7 @@ class Requantizer(wiring.Component):
         m.d.sync += [
             neg6.eq(neg5), zero6.eq(zero5),
             r6.eq(r_round[:_MANT_BITS] | (carry6 << (_MANT_BITS - 1))),
-            shift6.eq(shift5 - top - carry6),
+            shift6.eq(Mux(top & carry6, shift5_less2, Mux(top | carry6, shift5_less1, shift5))),
         ]
 
         # -- stage 8: q = rne(r / 2**R) ---------------------------------------------------

@@ -78,6 +78,9 @@ class SystolicArray(wiring.Component):
         ``rows``, ``cols``, ``weight_bits`` and ``acc_width`` size the array.
     tag_width : int
         Width of the tag carried from each ``x`` row to its ``y`` row.
+    dsp_blocks : int or None
+        Use at most this many DSP blocks for the products (``None``: one per product, or per
+        pair on iCE40); the other PEs multiply in LUTs.
 
     Members
     -------
@@ -90,13 +93,14 @@ class SystolicArray(wiring.Component):
         One output row per ``x`` row, ``latency`` cycles later, all columns together.
     """
 
-    def __init__(self, config: HardwareConfig, *, tag_width: int = 18):
+    def __init__(self, config: HardwareConfig, *, tag_width: int = 18, dsp_blocks: int | None = None):
         if not isinstance(config, HardwareConfig):
             raise TypeError(f"config must be a HardwareConfig, not {config!r}")
         if not isinstance(tag_width, int) or tag_width < 1:
             raise ValueError(f"tag_width must be a positive integer, not {tag_width!r}")
         self._config = config
         self._tag_width = tag_width
+        self._dsp_blocks = dsp_blocks
         super().__init__({
             "load": In(stream.Signature(
                 data.ArrayLayout(signed(config.weight_bits), config.cols))),
@@ -166,7 +170,8 @@ class SystolicArray(wiring.Component):
 
         # -- the PE grid, its products packed into one bank of DSP blocks ----------------
         m.submodules.products = bank = ProductBank(
-            rows * cols, signed(X_WIDTH), signed(self._config.weight_bits), family=dsp_family(platform))
+            rows * cols, signed(X_WIDTH), signed(self._config.weight_bits), family=dsp_family(platform),
+            max_blocks=self._dsp_blocks)
         pes = [[None] * cols for _ in range(rows)]
         for r in range(rows):
             for c in range(cols):

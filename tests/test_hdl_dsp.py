@@ -19,7 +19,8 @@ from amaranth_boards.ulx3s import ULX3S_85F_Platform
 from accel.config import preset
 from accel.hdl.controller import TAG_WIDTH
 from accel.hdl.core import AcceleratorCore
-from accel.hdl.dsp import ProductBank, dsp_family
+from accel.hdl.dsp import ProductBank, dsp_blocks, dsp_family
+from accel.hdl.requant import Requantizer
 from accel.hdl.systolic import SystolicArray
 
 from .test_hdl_datapath import SEED, simulate
@@ -92,7 +93,7 @@ def test_ecp5_uses_one_registered_mult18x18d_per_product():
 
 @pytest.mark.parametrize("name,platform,primitive,count", [
     ("icebreaker", ICEBreakerPlatform, "SB_MAC16", 8),
-    ("ulx3s-85f", ULX3S_85F_Platform, "MULT18X18D", 144),
+    ("ulx3s-85f", ULX3S_85F_Platform, "MULT18X18D", 256),  # the array alone: no budget
     ("sim-small", None, None, 0),
 ])
 def test_presets_use_the_chips_dsp_blocks(name, platform, primitive, count):
@@ -102,12 +103,31 @@ def test_presets_use_the_chips_dsp_blocks(name, platform, primitive, count):
 
 @pytest.mark.parametrize("name,platform,expected", [
     ("icebreaker", ICEBreakerPlatform, {"SB_MAC16": 8, "SB_SPRAM256KA": 2}),  # WBUF: 16K x 32 bits
-    ("ulx3s-85f", ULX3S_85F_Platform, {"MULT18X18D": 144}),
+    ("ulx3s-85f", ULX3S_85F_Platform, {"MULT18X18D": 156}),  # every block of the LFE5U-85F
     ("sim-small", None, {}),
 ])
 def test_core_primitives_per_preset(name, platform, expected):
     found = primitives(AcceleratorCore(preset(name)), platform and platform())
     assert {kind: found.count(kind) for kind in set(found)} == expected
+
+
+def test_dsp_budget_splits_between_requantizer_and_array():
+    platform = ULX3S_85F_Platform()
+    assert dsp_blocks(platform) == 156 and dsp_blocks(ICEBreakerPlatform()) == 8 and dsp_blocks(None) is None
+    config = preset("ulx3s-85f")
+    wanted = Requantizer.dsp_blocks_for(config, "ecp5")
+    assert wanted == 4 * config.requant_lanes
+    found = primitives(SystolicArray(config, tag_width=TAG_WIDTH, dsp_blocks=156 - wanted), platform)
+    assert len(found) == 156 - wanted
+    assert len(primitives(Requantizer(config, tag_width=TAG_WIDTH, dsp_blocks=wanted), platform)) == wanted
+    assert Requantizer.dsp_blocks_for(preset("icebreaker"), "ice40") == 0  # LUT multipliers on iCE40
+
+
+def test_bank_beyond_its_blocks_uses_luts():
+    assert len(primitives(ProductBank(5, signed(9), signed(8), family="ice40", max_blocks=1))) == 1
+    bank = ProductBank(3, signed(9), signed(9), family="ecp5", max_blocks=2)
+    assert bank.blocks == 2 and len(primitives(bank)) == 2
+    assert ProductBank(3, signed(9), signed(9), family="ecp5", max_blocks=0).blocks == 0
 
 
 def test_bank_rejects_bad_arguments():
@@ -119,3 +139,5 @@ def test_bank_rejects_bad_arguments():
         ProductBank(1, signed(9), signed(8), family="gowin")
     with pytest.raises(ValueError, match="MULT18X18D operands must fit 18 bits"):
         ProductBank(1, signed(24), signed(8), family="ecp5")
+    with pytest.raises(ValueError, match="max_blocks must be a non-negative integer"):
+        ProductBank(1, signed(9), signed(8), max_blocks=-1)
