@@ -11,7 +11,7 @@ are simulated clock cycles, not wall time. Two line rates:
 
 Measured per line rate:
 
-* weight load: ``load(artifact)`` of the digits CNN and ResNet-8 (its resident segment 0),
+* weight load: ``load(artifact)`` of the digits CNN and ResNet-8 (its resident images),
   data bytes (instruction, weight and parameter words) over the line time the load took;
 * bulk input: one 16 KiB ABUF write, data bytes over line time;
 * per inference (``stats=True``), the second of two (steady state): device cycles in total,
@@ -89,7 +89,8 @@ def main():
                 before = transport.cycles
                 dev.load(artifact)
                 cycles = transport.cycles - before
-                nbytes = artifact.segments[0].nbytes(CONFIG)
+                nbytes = sum(len(getattr(artifact, image)) * CONFIG.word_bytes(image)
+                             for image in ("imem", "wbuf", "pbuf"))
                 eff = line_efficiency(nbytes, cycles, divisor)
                 # Two inferences; the second is the steady state (a streaming model reloads segment 0 first).
                 x = zoo.digits_dataset()[2][:2] if name == "digits_cnn" else zoo.calibration_data(name, n=2, seed=0)
@@ -124,8 +125,8 @@ def main():
         "per byte. 3 Mbaud = 10 clocks per bit at 30 MHz; 12 Mbaud = 4 clocks per bit, which needs a 48 MHz link "
         "clock (the 30 MHz iCE40 core clock cannot sample 12 Mbaud). Latency: transfer cycles at the link clock "
         "(baud x clocks per bit), compute cycles at the icebreaker preset's 30 MHz. Both models are compiled for the "
-        "icebreaker preset; ResNet-8's weights exceed its WBUF, so every inference reloads segment 0 and streams "
-        "segment 1 (docs/isa.md, STREAM), which dominates its transfer. Inference rows: the second of two runs "
+        "icebreaker preset; ResNet-8's weights exceed its WBUF, so every inference streams weight segments over the "
+        "link (docs/isa.md, STREAM), which dominates its transfer. Inference rows: the second of two runs "
         "(steady state). Outputs checked bit-exact against onnxruntime. Real USB-UART bridges add 0.1-1 ms of latency "
         "per stop-and-wait round that board-sim does not model.")
     write_results("link_throughput",
