@@ -222,7 +222,8 @@ def device_names() -> list[str]:
 
 
 def open_device(name: str = "golden", **options) -> Device:
-    """Open a device by name: ``golden`` (NumPy), ``emu`` (instruction-level emulator), ``rtl`` (Verilator).
+    """Open a device by name: ``golden`` (NumPy), ``emu`` (instruction-level emulator), ``rtl`` (Verilator),
+    ``board-sim`` (a board top in Verilator behind its UART), ``serial:PORT`` (a board; ``baud=``).
 
     ``options`` go to the engine, e.g. ``config="icebreaker"`` for the hardware engines.
     """
