@@ -193,3 +193,48 @@ def test_long_loads_show_a_progress_bar_on_stderr(capsys):
     assert err.rstrip().endswith(f"[{'#' * 40}] 32.6/32.6 KiB")  # 32 KiB of words + 10-byte raw headers
     target.execute([Write(Memory.WBUF, 0, tuple(range(100)))])    # short: no bar
     assert capsys.readouterr().err == ""
+
+
+def test_serial_transport_over_a_pseudo_terminal():
+    """Drive a scripted device on a pty through pyserial: the serial:PORT path, retries included."""
+    import os
+    import threading
+
+    master, slave = os.openpty()
+    port = os.ttyname(slave)
+    ident = b"ACCL" + CONFIG.config_id().to_bytes(8, "little") + bytes([2, 4, 4])
+    seen, stop = [], threading.Event()
+
+    def device():
+        buffer = bytearray()
+        while not stop.is_set():
+            try:
+                buffer += os.read(master, 4096)
+            except OSError:
+                return
+            while len(buffer) >= 9:
+                length = int.from_bytes(buffer[1:3], "little")
+                if len(buffer) < 9 + length:
+                    break
+                frame, buffer = bytes(buffer[:9 + length]), buffer[9 + length:]
+                seq, cmd, rlen = frame[3], LinkCommand(frame[4]), int.from_bytes(frame[5:7], "little")
+                seen.append(cmd)
+                if cmd == LinkCommand.STATUS and seen.count(cmd) == 1:
+                    continue   # lose the first STATUS: the driver must time out and resend it
+                data = ident if cmd == LinkCommand.IDENT else bytes(k & 0xFF for k in range(rlen))
+                os.write(master, encode_reply(seq, LinkStatus.ACK, data))
+
+    thread = threading.Thread(target=device, daemon=True)
+    thread.start()
+    try:
+        dev = accel.open_device(f"serial:{port}", baud=115_200, progress=False, timeout=0.2)
+        assert dev.name == f"serial:{port}" and dev.config.config_id() == CONFIG.config_id()
+        assert dev.target.execute([Status()]) == [(0, int.from_bytes(bytes(range(1, 9)), "little"))]
+        assert seen == [LinkCommand.RESET, LinkCommand.IDENT, LinkCommand.STATUS, LinkCommand.STATUS]
+        assert dev.client.stats.failures == {"timeout": 1}
+        dev.close()
+    finally:
+        stop.set()
+        os.close(slave)
+        os.close(master)
+        thread.join(1)
