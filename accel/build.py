@@ -49,8 +49,10 @@ TOOL_ENV = {
 _STAGES = {"YOSYS": "synthesis (yosys)", "NEXTPNR_ICE40": "place and route (nextpnr-ice40)",
            "NEXTPNR_ECP5": "place and route (nextpnr-ecp5)", "ICEPACK": "bitstream (icepack)",
            "ECPPACK": "bitstream (ecppack)"}
-#: Options per FPGA family: map multipliers to DSPs on iCE40 (plain `*` stays in LUTs otherwise).
-_SYNTH_OPTS = {"ice40": ["-dsp"], "ecp5": []}
+#: Synthesis options per FPGA family: no DSP inference. The core instantiates its DSP blocks
+#: itself up to the chip's budget (accel.hdl.dsp) and builds the products beyond it from LUTs;
+#: inference would map those onto blocks that are already taken.
+_SYNTH_OPTS = {"ice40": [], "ecp5": ["-nodsp"]}
 _PROGRESS_EVERY = 30.0
 _UTILIZATION_LINE = re.compile(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%")
 
