@@ -123,6 +123,43 @@ def cmd_compile(args):
         print(stream_line(artifact))
 
 
+def cmd_quantize(args):
+    """Quantize a float ONNX model with onnxruntime's static quantizer (MinMax calibration on the given inputs)."""
+    import onnx
+
+    from . import zoo
+    from .errors import ModelFormatError
+    try:
+        model = onnx.load(args.model, load_external_data=False)
+    except Exception as exc:  # onnx raises DecodeError, OSError, ...
+        raise ModelFormatError(f"{args.model}: not a readable ONNX model ({type(exc).__name__}: {exc})") from None
+    quantized_ops = {n.op_type for n in model.graph.node if n.op_type.startswith(("QLinear", "Quantize", "Dequantize"))}
+    if quantized_ops:
+        raise ModelFormatError(f"{args.model}: already quantized ({', '.join(sorted(quantized_ops))}); "
+                               f"`accel quantize` takes a float model")
+    inputs = [i for i in model.graph.input if i.name not in {t.name for t in model.graph.initializer}]
+    if len(inputs) != 1:
+        raise ModelFormatError(f"{args.model}: {len(inputs)} inputs; `accel quantize` calibrates one-input models")
+    try:
+        calibration = np.load(args.calibration)
+    except (OSError, ValueError) as exc:
+        raise AccelError(f"{args.calibration}: cannot read a .npy calibration array: {exc}") from None
+    dims = [d.dim_value or None for d in inputs[0].type.tensor_type.shape.dim]
+    if (calibration.dtype != np.float32 or calibration.ndim != len(dims)
+            or any(d is not None and d != n for d, n in zip(dims[1:], calibration.shape[1:]))):
+        raise AccelError(f"{args.calibration}: {calibration.dtype}{list(calibration.shape)}; the calibration is float32 "
+                         f"[N, {', '.join(str(d) for d in dims[1:])}] for input {inputs[0].name!r}")
+    variant = f"{args.format}_{'tensor' if args.per_tensor else 'channel'}"
+    output = args.output or os.path.splitext(args.model)[0] + f"_{variant}.onnx"
+    try:
+        zoo.quantize_onnx(args.model, output, calibration, variant, activation_type=args.activations,
+                          input_name=inputs[0].name, calibration_batch=dims[0] or 16)
+    except Exception as exc:  # onnxruntime's quantizer raises its own exception types
+        raise AccelError(f"{args.model}: onnxruntime's quantizer failed: {str(exc).splitlines()[0]}") from None
+    print(f"wrote {output}: {variant}, {args.activations} activations, int8 weights, calibrated on "
+          f"{len(calibration)} inputs")
+
+
 def cmd_report(args):
     print(report_text(load_artifact(args.artifact)))
 
@@ -227,6 +264,15 @@ def build_parser() -> argparse.ArgumentParser:
     p = sub.add_parser("inspect", help="print the canonical layer table of a model")
     p.add_argument("model", help="quantized ONNX model")
     p.set_defaults(func=cmd_inspect)
+
+    p = sub.add_parser("quantize", help="quantize a float ONNX model with onnxruntime (static, MinMax calibration)")
+    p.add_argument("model", help="float ONNX model (e.g. from torch.onnx.export)")
+    p.add_argument("--calibration", required=True, help=".npy float32 batch of representative inputs [N, ...]")
+    p.add_argument("--format", choices=["qdq", "qop"], default="qdq", help="QDQ (default) or QOperator")
+    p.add_argument("--per-tensor", action="store_true", help="per-tensor weight scales (default per channel)")
+    p.add_argument("--activations", choices=["int8", "uint8"], default="int8", help="activation type")
+    p.add_argument("--output", "-o", help="quantized model to write (default: MODEL_<format>_<scales>.onnx)")
+    p.set_defaults(func=cmd_quantize)
 
     p = sub.add_parser("compile", help="compile a model for a hardware config into an .accel artifact")
     p.add_argument("model", help="quantized ONNX model")

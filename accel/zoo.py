@@ -473,7 +473,7 @@ def _quiet_root_logger():
         root.removeFilter(advice_filter)
 
 
-def _calibration_reader(calibration: np.ndarray, batch: int = 16):
+def _calibration_reader(calibration: np.ndarray, batch: int = 16, input_name: str = "input"):
     from onnxruntime.quantization import CalibrationDataReader
 
     class ArrayReader(CalibrationDataReader):
@@ -486,7 +486,7 @@ def _calibration_reader(calibration: np.ndarray, batch: int = 16):
 
         def get_next(self):
             x = next(self._batches, None)
-            return None if x is None else {"input": x}
+            return None if x is None else {input_name: x}
 
     return ArrayReader()
 
@@ -498,11 +498,13 @@ def quantize_onnx(
     variant: str,
     activation_type: str = "int8",
     weight_type: str = "int8",
+    input_name: str = "input",
+    calibration_batch: int = 16,
 ) -> pathlib.Path:
     """Quantize a float ONNX model statically with onnxruntime and return out_path.
 
     The model is pre-processed with ``quant_pre_process``, then calibrated with MinMax on
-    ``calibration`` (fed as input "input"). ``variant`` picks the format (QDQ or QOperator)
+    ``calibration`` (fed as input ``input_name``, ``calibration_batch`` at a time). ``variant`` picks the format (QDQ or QOperator)
     and per-tensor or per-channel weights; the types are "int8" or "uint8".
     """
     _check_variant(variant)
@@ -524,7 +526,7 @@ def quantize_onnx(
         quantize_static(
             str(pre_path),
             str(out_path),
-            _calibration_reader(calibration),
+            _calibration_reader(calibration, calibration_batch, input_name),
             quant_format=getattr(QuantFormat, quant_format),
             per_channel=per_channel,
             activation_type=getattr(QuantType, _QUANT_TYPES[activation_type]),

@@ -93,3 +93,28 @@ def test_batches_must_agree():
         device.run({"a": a})
     with pytest.raises(accel.DeviceError, match="no model"):
         accel.open_device("golden").run(a)
+
+
+def test_quantize_compile_run(tmp_path):
+    """`accel quantize` calibrates a float model with onnxruntime; the result compiles and runs exactly like ORT."""
+    import onnxruntime as ort
+    float_path = zoo.build_float("digits_cnn")
+    images = zoo.digits_dataset()[0][:48].astype(np.float32).reshape(-1, 1, 8, 8)
+    np.save(tmp_path / "calib.npy", images)
+    out = tmp_path / "q.onnx"
+    proc = cli("quantize", float_path, "--calibration", tmp_path / "calib.npy", "--format", "qop", "-o", out)
+    assert proc.returncode == 0, proc.stderr
+    assert "wrote" in proc.stdout and "qop_channel" in proc.stdout
+    ops = {n.op_type for n in onnx.load(out).graph.node}
+    assert "QLinearConv" in ops and "QuantizeLinear" in ops
+    x = images[:4]
+    session = ort.InferenceSession(str(out), providers=["CPUExecutionProvider"])
+    expected = session.run(None, {session.get_inputs()[0].name: x})[0]
+    got = accel.open_device("emu", config="icebreaker").load(str(out)).run(x[:, None])
+    assert np.array_equal(got.reshape(expected.shape), expected)
+    # already quantized, and a calibration of the wrong shape: one line each, exit 2
+    again = cli("quantize", out, "--calibration", tmp_path / "calib.npy")
+    assert again.returncode == 2 and "already quantized" in again.stderr and "Traceback" not in again.stderr
+    np.save(tmp_path / "bad.npy", images[:, 0])
+    bad = cli("quantize", float_path, "--calibration", tmp_path / "bad.npy")
+    assert bad.returncode == 2 and "the calibration is float32 [N, 1, 8, 8]" in bad.stderr
