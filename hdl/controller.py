@@ -32,16 +32,18 @@ busy. Its parts work concurrently and hand work to each other in instruction ord
 Two contexts let one instruction's results drain while the next one streams.
 
 Timing (measured on the RTL, ``tests/sim/test_core.py``; ``R = rows``, ``C = cols``,
-array latency ``R + C + 1``, requantizer latency 8):
+array latency ``R + C + 1``, requantizer latency 9 with one lane per column):
 
 * a run of one ``MATMUL`` and ``HALT`` takes
-  ``count + (k_tiles - 1) * max(count, R + 1) + 2R + C + 15`` cycles: fetch, decode and
+  ``count + (k_tiles - 1) * max(count, R + 1) + 2R + C + 16`` cycles: fetch, decode and
   dispatch (3), the first weight tile (``R + 1``), the input read (1), streaming, then the
   drain: array, accumulate (1), requantizer, write-back (1) and the ``HALT`` (2);
 * each further ``MATMUL`` adds ``k_tiles * max(count, R + 1)``: its first tile loads while
   the previous instruction's last tile streams, and its fetch and parameter load overlap
   too. Only two instructions can be in flight, so an instruction that streams for fewer
-  cycles than the drain (about ``R + C + 13``) can make the one after next wait;
+  cycles than the drain (about ``R + C + 14``) can make the one after next wait. With
+  time-multiplexed requantizer lanes (``requant_spacing > 1``) the core spaces the last K
+  tile's rows (``compiler/cycles.py``);
 * ``SYNC`` waits for the full drain; ``NOP`` and ``SETCONV`` take 2 cycles, a
   ``HALT``-only program 3;
 * a conv-mode ``MATMUL`` streams exactly like a plain one (one row per cycle, padding rows
