@@ -51,8 +51,9 @@ _STAGES = {"YOSYS": "synthesis (yosys)", "NEXTPNR_ICE40": "place and route (next
            "ECPPACK": "bitstream (ecppack)"}
 #: Synthesis options per FPGA family: no DSP inference. The core instantiates its DSP blocks
 #: itself up to the chip's budget (accel.hdl.dsp) and builds the products beyond it from LUTs;
-#: inference would map those onto blocks that are already taken.
-_SYNTH_OPTS = {"ice40": [], "ecp5": ["-nodsp"]}
+#: inference would map those onto blocks that are already taken. ECP5 maps LUTs with the
+#: classic ABC: Yosys's ABC9 fails an assertion (rtlil.cc, ABC_OPS_REINTEGRATE) on the ulx3s-85f preset.
+_SYNTH_OPTS = {"ice40": [], "ecp5": ["-nodsp", "-noabc9"]}
 _PROGRESS_EVERY = 30.0
 _UTILIZATION_LINE = re.compile(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%")
 
@@ -186,6 +187,8 @@ def format_report(result: BuildResult) -> str:
     lines += ["| resource | nextpnr bel | used | total | use |", "|---|---|---:|---:|---:|"]
     for r in result.resources:
         lines.append(f"| {r.label} | {r.bel} | {r.used:,} | {r.total:,} | {r.used / r.total:.0%} |")
+    if not result.resources:
+        lines.append("| (not synthesized) | - | - | - | - |")
     lines += ["", "| clock | fmax (MHz) | target (MHz) | met |", "|---|---:|---:|---|"]
     for c in result.clocks:
         lines.append(f"| {c.name} | {c.fmax_mhz:.2f} | {c.target_mhz:g} | {'yes' if c.meets else 'NO'} |")
@@ -282,14 +285,23 @@ class _Runner:
         return code == 0
 
 
-def _last_error(log: Path) -> str:
-    lines = log.read_text(errors="replace").splitlines()
-    errors = [line.strip() for line in lines if line.strip().startswith(("ERROR", "Error"))]
-    return (errors[-1] if errors else (lines[-1].strip() if lines else "no output"))[:200]
+def _last_error(*logs: Path) -> str:
+    """Return the last error line of the first of ``logs`` that has one (else the last line of the last log)."""
+    last = "no output"
+    for log in logs:
+        if not log.is_file():
+            continue
+        lines = [line.strip() for line in log.read_text(errors="replace").splitlines() if line.strip()]
+        errors = [line for line in lines if line.startswith(("ERROR", "Error"))]
+        if errors:
+            return errors[-1][:200]
+        last = lines[-1] if lines else last
+    return last[:200]
 
 
 def build_board(board, config: HardwareConfig | str | None = None, out_dir=None, *, seed: int = 1,
-                seeds: int = 1, baud: int | None = None, progress=None, top=None) -> BuildResult:
+                seeds: int = 1, baud: int | None = None, progress=None, top=None,
+                synth_opts: list[str] | None = None) -> BuildResult:
     """Build the bitstream of ``board`` for ``config`` and return the :class:`BuildResult`.
 
     Parameters
@@ -308,12 +320,15 @@ def build_board(board, config: HardwareConfig | str | None = None, out_dir=None,
         Called with one line of progress at a time (default: print to stderr).
     top : BoardTop, optional
         A ready-made top to build instead of ``BoardTop(config, board, baud=baud)``.
+    synth_opts : list of str, optional
+        Options for ``synth_ice40``/``synth_ecp5`` instead of the family's defaults.
 
     Raises
     ------
     BoardError
         For a bad board, config, seed or baud, or a tool that cannot run. A design that
-        does not fit or misses timing returns a result with ``passed`` false instead.
+        fails synthesis, does not fit or misses timing returns a result with ``passed``
+        false instead (and its report).
     """
     from .boards import BoardTop, get_board
 
@@ -349,7 +364,7 @@ def build_board(board, config: HardwareConfig | str | None = None, out_dir=None,
     t0 = time.monotonic()
     platform = board.platform()
     plan = platform.build(top, name=name, build_dir=str(out_dir), do_build=False,
-                          synth_opts=_SYNTH_OPTS[board.family],
+                          synth_opts=_SYNTH_OPTS[board.family] if synth_opts is None else list(synth_opts),
                           script_after_synth=f"tee -q -o {name}.stat.json stat -json",
                           nextpnr_opts=["--timing-allow-fail"])
     plan.extract(str(out_dir))
@@ -369,14 +384,14 @@ def build_board(board, config: HardwareConfig | str | None = None, out_dir=None,
                          clocks=[], fmax_by_seed={}, failures=[], out_dir=out_dir, bitstream=None, log=log,
                          seconds=0.0)
 
-    if not runner.run(_STAGES[synth_var], synth_var, by_var[synth_var]):
-        raise BoardError(f"{board.name}: synthesis failed: {_last_error(log)} (log: {log})")
-
+    synthesized = runner.run(_STAGES[synth_var], synth_var, by_var[synth_var])
+    if not synthesized:
+        result.failures = [f"synthesis failed: {_last_error(out_dir / f'{name}.rpt', log)}"]
     # Place and route once per seed; keep each seed's outputs apart, pack the fastest.
     pnr_output = "--asc" if board.family == "ice40" else "--textcfg"
     placed = by_var[pnr_var][by_var[pnr_var].index(pnr_output) + 1]
     reports = {}
-    for s in range(seed, seed + seeds):
+    for s in range(seed, seed + seeds) if synthesized else ():
         argv = _set_option(by_var[pnr_var], "--seed", str(s))
         argv = _set_option(argv, "--report", f"{name}.seed{s}.report.json")
         argv = _set_option(argv, "--log", f"{name}.seed{s}.tim")
@@ -400,7 +415,7 @@ def build_board(board, config: HardwareConfig | str | None = None, out_dir=None,
                 result.failures = ["does not fit: " + ", ".join(
                     f"{r.label} {r.used:,}/{r.total:,} ({r.used / r.total:.0%})" for r in over)]
                 break
-            result.failures = [f"place and route failed with seed {s}: {_last_error(out_dir / f'{name}.seed{s}.tim')}"]
+            result.failures = [f"place and route failed with seed {s}: {_last_error(out_dir / f'{name}.seed{s}.tim', log)}"]
 
     if reports:
         best = max(reports, key=lambda s: result.fmax_by_seed[s] or 0.0)

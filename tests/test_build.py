@@ -236,11 +236,13 @@ with open(option("--asc"), "w") as f:
 """
 
 
-def stand_in_tools(tmp_path, monkeypatch, lc):
+def stand_in_tools(tmp_path, monkeypatch, lc, yosys_fails=False):
     """Point YOSYS, NEXTPNR_ICE40 and ICEPACK at stand-ins: nextpnr reports fmax 20 + seed MHz, fails seed 3."""
     bin_dir = tmp_path / f"tools{lc}"
     bin_dir.mkdir()
-    tools = {"YOSYS": "#!/bin/sh\necho synthesized\n",
+    yosys = ("#!/bin/sh\necho \"ERROR: Assert \\`x' failed in rtlil.cc:1.\" > accel_icebreaker.rpt\nexit 1\n"
+             if yosys_fails else "#!/bin/sh\necho synthesized\n")
+    tools = {"YOSYS": yosys,
              "NEXTPNR_ICE40": FAKE_NEXTPNR.format(python=sys.executable, lc=lc),
              "ICEPACK": "#!/bin/sh\ncp \"$1\" \"$2\"\n"}
     for variable, text in tools.items():
@@ -271,3 +273,11 @@ def test_a_design_that_does_not_fit_fails_with_the_numbers(tmp_path, monkeypatch
     assert result.failures == ["does not fit: LC 9,000/5,280 (170%)"]
     assert result.fmax_by_seed == {1: None}  # a design that does not fit is not placed again
     assert "does not fit: LC 9,000/5,280 (170%)" in (tmp_path / "out" / "report.md").read_text()
+
+
+def test_a_synthesis_crash_is_a_failed_build_with_the_tools_error(tmp_path, monkeypatch):
+    stand_in_tools(tmp_path, monkeypatch, lc=4000, yosys_fails=True)
+    result = build_board("icebreaker", tiny_config(), tmp_path / "out", progress=lambda line: None)
+    assert result.failures == ["synthesis failed: ERROR: Assert `x' failed in rtlil.cc:1."]
+    assert result.fmax_by_seed == {} and result.bitstream is None
+    assert "| (not synthesized) |" in (tmp_path / "out" / "report.md").read_text()
