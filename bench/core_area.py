@@ -8,9 +8,15 @@ requantizer instantiate exactly the DSP blocks the chip has, and inference would
 for the other multipliers) and placed and routed out of context
 (nextpnr with unconstrained pins, target clock = the preset's ``clock_hz``). With
 ``--blocks``, the requantizer, the systolic array, the QLinearAdd lanes and the vector unit
-are also synthesized on their own (no place and route) to show where the area goes.
+are also synthesized on their own (no place and route) to show where the area goes. With
+``--lanes``, one requantizer lane, one QLinearAdd lane and a 4x4 array (tiny configs, so
+their ports fit the package pins; on ECP5 only, the UP5K's SG48 has 39) are also placed and
+routed for their fmax.
 
-Run: ``python bench/core_area.py [--preset NAME ...] [--blocks [LIST]] [--no-pnr] [--seed N]``.
+Each run replaces the rows of the presets and blocks it measured in the results and keeps
+the others (each row names the commit it was measured on).
+
+Run: ``python bench/core_area.py [--preset NAME ...] [--blocks [LIST]] [--lanes] [--no-core] [--no-pnr] [--seed N]``.
 Writes bench/results/core_area.{json,md}. The whole run takes several minutes.
 """
 
@@ -28,7 +34,7 @@ import time
 sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 
 from accel.config import preset  # noqa: E402
-from benchlib import write_results  # noqa: E402
+from benchlib import RESULTS, commit, write_results  # noqa: E402
 
 BIN = pathlib.Path(sys.executable).parent
 
@@ -131,11 +137,31 @@ def blocks(config):
     }
 
 
+def lane_configs(config):
+    """Return ``{name: factory}`` for single lanes and a 4x4 array in ``config``'s widths (tiny buffers)."""
+    from accel.config import BufferSpec, HardwareConfig
+    from accel.hdl.qadd import QAddLanes
+    from accel.hdl.requant import Requantizer
+    from accel.hdl.systolic import SystolicArray
+
+    def tiny(n):
+        return HardwareConfig(name=f"lane-{n}x{n}", rows=n, cols=n, imem=BufferSpec(64), abuf=BufferSpec(64),
+                              wbuf=BufferSpec(64), accbuf=BufferSpec(64), pbuf=BufferSpec(64),
+                              acc_width=config.acc_width, weight_bits=config.weight_bits)
+    return {
+        "requant lane": lambda: Requantizer(tiny(1), tag_width=4),
+        "qadd lane": lambda: QAddLanes(tiny(1), tag_width=4),
+        "array 4x4": lambda: SystolicArray(tiny(4), tag_width=4),
+    }
+
+
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--preset", action="append", choices=list(FAMILY), help="preset(s) to measure (default: both)")
     parser.add_argument("--blocks", nargs="?", const="requant,array,qadd,vector", default="",
                         help="also synthesize these blocks on their own (default: all of requant,array,qadd,vector)")
+    parser.add_argument("--lanes", action="store_true", help="also place and route single lanes and a 4x4 array")
+    parser.add_argument("--no-core", action="store_true", help="skip the whole core")
     parser.add_argument("--no-pnr", action="store_true", help="synthesize only")
     parser.add_argument("--seed", type=int, default=1, help="nextpnr placement seed")
     parser.add_argument("--keep", metavar="DIR", help="keep the Verilog, netlists and reports in DIR")
@@ -150,16 +176,20 @@ def main():
             config, family = preset(name), FAMILY[name]
             chip = CHIPS[family]
             platform = board_platform(family)
-            units = {"core": lambda: AcceleratorCore(config), **blocks(config)}
-            wanted = ["core"] + [b for b in args.blocks.split(",") if b]
+            units = {"core": lambda: AcceleratorCore(config), **blocks(config), **lane_configs(config)}
+            wanted = ([] if args.no_core else ["core"]) + [b for b in args.blocks.split(",") if b]
+            wanted += list(lane_configs(config)) if args.lanes else []
             for unit in wanted:
                 component = units[unit]()
-                top = f"{name.replace('-', '_')}_{unit}"
+                top = f"{name.replace('-', '_')}_{unit.replace(' ', '_')}"
                 print(f"{name} {unit}: synthesizing ...", flush=True)
                 syn = synthesize(to_verilog(component, top, platform), top, family, workdir)
                 s = summary(syn["cells"], family)
                 fmax, placed = "", ""
-                if unit == "core" and not args.no_pnr:
+                lane = unit in lane_configs(config)
+                if lane and family == "ice40":
+                    fmax = "n/a: ports exceed the SG48's 39 pins"  # out-of-context lanes only on ECP5
+                elif (unit == "core" or lane) and not args.no_pnr:
                     print(f"{name} {unit}: placing and routing ...", flush=True)
                     pnr = place_and_route(syn["netlist"], family, config.clock_hz / 1e6, args.seed, workdir)
                     if "error" in pnr:
@@ -172,21 +202,31 @@ def main():
                 spram = f"{s['spram']}/{chip['spram'][1]}" if family == "ice40" else "-"
                 rows.append([name, chip["chip"], unit, f"{s['luts']:,}", f"{s['ffs']:,}", placed,
                              f"{s['dsp']}/{chip['dsp'][1]}", f"{s['ram']}/{chip['ram'][1]}", spram,
-                             f"{config.clock_hz / 1e6:g}", fmax])
+                             f"{config.clock_hz / 1e6:g}", fmax, commit()])
                 print(" | ".join(rows[-1]), flush=True)
             save(rows)  # after each preset, so a long ECP5 run leaves the iCE40 numbers behind
 
 
+HEADERS = ["preset", "chip", "block", "LUT4 (synth)", "FF", "LC/COMB placed", "DSP", "EBR", "SPRAM",
+           "target MHz", "fmax MHz", "commit"]
+
+
 def save(rows):
-    """Write the rows measured so far to bench/results/core_area.{json,md}."""
+    """Merge the rows measured so far into bench/results/core_area.{json,md} (newest per preset and block)."""
+    merged = {}
+    previous = RESULTS / "core_area.json"
+    if previous.exists():
+        old = json.loads(previous.read_text())
+        if old.get("headers") == HEADERS:
+            merged = {(row[0], row[2]): row for row in old["rows"]}
+    merged.update({(row[0], row[2]): row for row in rows})
     write_results(
-        "core_area",
-        ["preset", "chip", "block", "LUT4 (synth)", "FF", "LC/COMB placed", "DSP", "EBR", "SPRAM",
-         "target MHz", "fmax MHz"], rows,
+        "core_area", HEADERS, list(merged.values()),
         notes="LUT4 (synth): Yosys cell count after synth_ice40 / synth_ecp5 -nodsp (ECP5: LUT4 + 2 per CCU2C). "
               "LC/COMB placed: nextpnr's ICESTORM_LC (LUT and/or FF per cell) or TRELLIS_COMB use. fmax: nextpnr, "
               "out of context (pins unconstrained), one seed, the core alone (no UART or PLL). Blocks are "
-              "synthesized on their own, so their sum differs from the core's count.")
+              "synthesized on their own, so their sum differs from the core's count. Lanes: one requantizer or "
+              "QLinearAdd lane and a 4x4 array in the preset's widths, placed and routed for their fmax.")
 
 
 if __name__ == "__main__":
