@@ -51,9 +51,8 @@ _STAGES = {"YOSYS": "synthesis (yosys)", "NEXTPNR_ICE40": "place and route (next
            "ECPPACK": "bitstream (ecppack)"}
 #: Synthesis options per FPGA family: no DSP inference. The core instantiates its DSP blocks
 #: itself up to the chip's budget (accel.hdl.dsp) and builds the products beyond it from LUTs;
-#: inference would map those onto blocks that are already taken. ECP5 maps LUTs with the
-#: classic ABC: Yosys's ABC9 fails an assertion (rtlil.cc, ABC_OPS_REINTEGRATE) on the ulx3s-85f preset.
-_SYNTH_OPTS = {"ice40": [], "ecp5": ["-nodsp", "-noabc9"]}
+#: inference would map those onto blocks that are already taken.
+_SYNTH_OPTS = {"ice40": [], "ecp5": ["-nodsp"]}
 _PROGRESS_EVERY = 30.0
 _UTILIZATION_LINE = re.compile(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%")
 
