@@ -267,12 +267,20 @@ def test_rtl_target_with_random_stalls(core_build, sim_cache_root):
         assert target.execute([Write(isa.Memory.WBUF, 7, words), Read(isa.Memory.WBUF, 7, 20)])[1] == list(words)
 
 
-def _gone(pid):
-    try:
-        os.kill(pid, 0)
-    except ProcessLookupError:
-        return True
-    return False
+def _gone(pid, wait: float = 15.0):
+    """Return whether process ``pid`` has exited (a zombie its parent has not reaped yet counts), within ``wait`` s."""
+    deadline = time.monotonic() + wait
+    while True:
+        try:
+            os.kill(pid, 0)
+            with open(f"/proc/{pid}/stat") as f:
+                if f.read().rsplit(")", 1)[1].split()[0] == "Z":
+                    return True
+        except (ProcessLookupError, FileNotFoundError):
+            return True
+        if time.monotonic() > deadline:
+            return False
+        time.sleep(0.1)
 
 
 def test_a_hung_core_times_out_with_a_device_error(core_build, sim_cache_root):
