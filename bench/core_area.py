@@ -60,14 +60,9 @@ def board_platform(family: str):
 def to_verilog(component, name: str, platform) -> str:
     """Convert ``component`` for ``platform``, its ports taken from its signature."""
     from amaranth.back import verilog
-    from amaranth.hdl import Const, ValueCastable
-    ports = {}
-    for path, _member, value in component.signature.flatten(component):
-        if isinstance(value, ValueCastable):
-            value = value.as_value()
-        if not isinstance(value, Const):
-            ports["__".join(map(str, path))] = (value, None)
-    return verilog.convert(component, name=name, ports=ports, emit_src=False, platform=platform)
+
+    from accel.sim.verilator import signature_ports
+    return verilog.convert(component, name=name, ports=signature_ports(component), emit_src=False, platform=platform)
 
 
 def synthesize(verilog_text: str, top: str, family: str, workdir: pathlib.Path) -> dict:

@@ -62,6 +62,7 @@ from xml.etree import ElementTree
 
 __all__ = [
     "DEFAULT_BUILD_ARGS",
+    "signature_ports",
     "BuildError",
     "BuildHandle",
     "RunResult",
@@ -540,6 +541,22 @@ def _fst_lz4_args(compat_dir: Path) -> tuple[str, ...]:
     return ("-CFLAGS", f"-I{compat_dir}", "-LDFLAGS", f"-L{compat_dir}")
 
 
+def signature_ports(component) -> dict:
+    """Return ``verilog.convert`` ports for a component: its signature's members, ``__``-joined.
+
+    Constants, such as the ``ready`` of an always-ready stream, are left out: Amaranth 0.5.10
+    refuses them as ports.
+    """
+    from amaranth.hdl import Const, ValueCastable
+    ports = {}
+    for path, _member, value in component.signature.flatten(component):
+        if isinstance(value, ValueCastable):
+            value = value.as_value()
+        if not isinstance(value, Const):
+            ports["__".join(map(str, path))] = (value, None)
+    return ports
+
+
 def _to_verilog(design, name: str) -> str:
     if isinstance(design, str):
         verilog_text = design
@@ -558,17 +575,8 @@ def _to_verilog(design, name: str) -> str:
         if not isinstance(component, wiring.Component):
             raise TypeError(f"design must be a wiring.Component, a factory returning one, "
                             f"Verilog text or a Path, not {design!r}")
-        # Ports from the signature, leaving out constants such as the ``ready`` of an
-        # always-ready stream, which ``verilog.convert`` (0.5.10) refuses as ports.
-        from amaranth.hdl import Const, ValueCastable
-        ports = {}
-        for path, _member, value in component.signature.flatten(component):
-            if isinstance(value, ValueCastable):
-                value = value.as_value()
-            if not isinstance(value, Const):
-                ports["__".join(map(str, path))] = (value, None)
         try:
-            return verilog.convert(component, name=name, ports=ports, emit_src=False)
+            return verilog.convert(component, name=name, ports=signature_ports(component), emit_src=False)
         except Exception as exc:
             raise BuildError(f"converting {name} to Verilog failed: {exc}") from exc
     if not re.search(rf"\bmodule\s+{re.escape(name)}\b", verilog_text):
