@@ -9,35 +9,29 @@ counts must equal the compiler's cycle model (``compiler/cycles.py``).
 
 import pytest
 
-import accel
 from accel import zoo
 from accel.config import preset
 
-from .test_rtl_models import check
+from .test_rtl_models import check, icebreaker_rtl  # noqa: F401 (a fixture)
 
 CONFIG = preset("icebreaker")
 
 
-@pytest.fixture(scope="module")
-def rtl(sim_cache_root, live_output):
-    assert CONFIG.requant_spacing == 4
-    with live_output():
-        device = accel.open_device("rtl", config=CONFIG, cache_root=sim_cache_root)
-    with device:
-        yield device
+def test_the_preset_shares_one_lane():
+    assert (CONFIG.requant_lanes, CONFIG.requant_spacing) == (1, 4)
 
 
 SEED = 2026
 
 
 @pytest.mark.parametrize("variant", ["qdq_channel", "qop_tensor"])
-def test_mlp_37_53_19(rtl, variant):
+def test_mlp_37_53_19(icebreaker_rtl, variant):
     print("seed", SEED)
     x = zoo.calibration_data("mlp_37_53_19", n=7, seed=SEED)
-    check(rtl, zoo.build("mlp_37_53_19", variant), x, batch=3, config=CONFIG)
+    check(icebreaker_rtl, zoo.build("mlp_37_53_19", variant), x, batch=3, config=CONFIG)
 
 
 @pytest.mark.parametrize("variant", ["qdq_channel", "qop_channel"])
-def test_digits_cnn(rtl, variant):
+def test_digits_cnn(icebreaker_rtl, variant):
     images = zoo.digits_dataset()[2][:24]
-    check(rtl, zoo.build("digits_cnn", variant), images, batch=1, config=CONFIG)
+    check(icebreaker_rtl, zoo.build("digits_cnn", variant), images, batch=1, config=CONFIG)
