@@ -18,7 +18,7 @@ from dataclasses import dataclass
 __all__ = ["HW_REVISION", "BufferSpec", "HardwareConfig", "PRESETS", "preset", "preset_names"]
 
 # Bump when the hardware's behaviour or the ISA changes, so old artifacts are refused.
-HW_REVISION = 3
+HW_REVISION = 4
 
 BUFFER_KINDS = ("auto", "lutram", "ebr", "spram")
 
@@ -60,6 +60,10 @@ class HardwareConfig:
     fewer lanes than columns the lanes are time-multiplexed: a row of results takes
     ``requant_spacing = cols / requant_lanes`` cycles, so the last K tile of a ``MATMUL``
     streams one row every ``requant_spacing`` cycles (``compiler/cycles.py``).
+
+    ``qadd_lanes`` is the number of QLinearAdd lanes of ``VECTOR ADD`` (``None``: one per
+    byte of an ABUF word, ``rows``). With fewer, a word takes ``qadd_spacing = rows /
+    qadd_lanes`` passes through the lanes, one per cycle.
     """
 
     name: str
@@ -75,6 +79,7 @@ class HardwareConfig:
     clock_hz: int = 50_000_000
     board: str | None = None
     requant_lanes: int | None = None
+    qadd_lanes: int | None = None
 
     def __post_init__(self):
         for field in ("rows", "cols"):
@@ -97,6 +102,12 @@ class HardwareConfig:
                 or self.requant_lanes < 1 or self.cols % self.requant_lanes):
             raise ValueError(f"requant_lanes must be a positive divisor of cols ({self.cols}), "
                              f"not {self.requant_lanes!r}")
+        if self.qadd_lanes is None:
+            object.__setattr__(self, "qadd_lanes", self.rows)
+        if (not isinstance(self.qadd_lanes, int) or isinstance(self.qadd_lanes, bool)
+                or self.qadd_lanes < 1 or self.rows % self.qadd_lanes):
+            raise ValueError(f"qadd_lanes must be a positive divisor of rows ({self.rows}), "
+                             f"not {self.qadd_lanes!r}")
 
     # -- derived sizes -------------------------------------------------------------------
     @property
@@ -126,6 +137,11 @@ class HardwareConfig:
     def requant_spacing(self) -> int:
         """Return the cycles the requantizer spends on one row: ``cols / requant_lanes``."""
         return self.cols // self.requant_lanes
+
+    @property
+    def qadd_spacing(self) -> int:
+        """Return the cycles the QLinearAdd lanes spend on one ABUF word: ``rows / qadd_lanes``."""
+        return self.rows // self.qadd_lanes
 
     @property
     def macs_per_cycle(self) -> int:
@@ -176,12 +192,13 @@ PRESETS: dict[str, HardwareConfig] = {
     # ECP5-85F: a 16x16 array (ResNet-8's and DS-CNN's 16/32/64 channels fill it), 256 products on
     # the 156 MULT18X18D plus LUT multipliers. Buffers in the 208 EBR (18 Kbit each): ABUF 16K x 128
     # bits (128 EBR, so MobileNetV1-0.25's activations fit), WBUF 4K x 144 (36; weights beyond it
-    # stream), ACCBUF 512 x 512 (15), IMEM 512 x 256 (8), PBUF 1K x 64 (4): 191.
+    # stream), ACCBUF 512 x 512 (15), IMEM 512 x 256 (8), PBUF 1K x 64 (4): 191. Two QLinearAdd
+    # lanes (one is about 6,000 LUTs): a VECTOR ADD row takes 8 cycles instead of 2.
     "ulx3s-85f": HardwareConfig(
         name="ulx3s-85f", rows=16, cols=16,
         imem=BufferSpec(512, "ebr"), abuf=BufferSpec(16384, "ebr"), wbuf=BufferSpec(4096, "ebr"),
         accbuf=BufferSpec(512, "ebr"), pbuf=BufferSpec(1024, "ebr"),
-        clock_hz=125_000_000, board="ulx3s-85f"),
+        clock_hz=125_000_000, board="ulx3s-85f", qadd_lanes=2),
 }
 
 

@@ -75,7 +75,8 @@ def vector_cycles(config: HardwareConfig, vop, count: int, c_chunks: int = 1, kh
     Measured on the RTL (``tests/sim/test_conv_core.py``): ``MAX`` steps over every tap of
     every chunk of every output pixel (taps in the padding too), ``GSUM`` sums at least
     ``rows - 1`` cycles per chunk while the parameters load, ``ADD`` reads two words per row
-    into the 22-stage QLinearAdd lanes.
+    into the QLinearAdd lanes, a row every ``max(2, S)`` cycles with ``S =
+    config.qadd_spacing`` (``rows / qadd_lanes``), and drains their ``21 + S`` stages.
     """
     from ..isa import Vop
     vop = Vop(vop)
@@ -83,7 +84,8 @@ def vector_cycles(config: HardwareConfig, vop, count: int, c_chunks: int = 1, kh
         return count * c_chunks * kh * kw + 9
     if vop == Vop.GSUM:
         return c_chunks * (max(count, config.rows - 1) + 2) + 17 + config.requant_spacing - 1
-    return 2 * count + 35
+    spacing = config.qadd_spacing
+    return (count - 1) * max(2, spacing) + 36 + spacing
 
 
 class CycleModel:

@@ -2,8 +2,10 @@
 
 The arithmetic is :func:`accel.numerics.qlinear_add_integer` (``docs/numerics.md``, section
 7, "Integer recipe") bit for bit: two FMA8 operations in series per lane, then the
-CVTPS2DQ-like rounding, saturation, shift back and clamp, as a 22-stage pipeline that takes
-one row of ``rows`` byte pairs per cycle.
+CVTPS2DQ-like rounding, saturation, shift back and clamp, as a 22-stage pipeline per lane.
+``config.qadd_lanes`` lanes serve the ``rows`` byte pairs of a row: with one lane per byte a
+row enters every cycle; with fewer, the lanes are time-multiplexed and a row takes
+``rows / qadd_lanes`` cycles.
 """
 
 from amaranth.hdl import Cat, Const, Module, Mux, Signal, signed, unsigned
@@ -26,6 +28,7 @@ _WINDOW = 60         # the grid is at least H - 60 (H = the larger term's top bi
 _NORM_BITS = 64      # the sum, normalized so that its top bit is bit 63
 _EXP_BITS = 13       # signed exponent bookkeeping: params are 10 bits, results stay < 2**11
 _FMA_STAGES = 9
+_LANE_STAGES = 1 + 2 * _FMA_STAGES + 3   # one lane's pipeline, entry to output byte
 # Final rounding of v = r * 2**E (2**23 <= r < 2**24) with R = -E: R <= 14 means
 # |v| >= 2**9, which saturates every kernel type; R > 24 means |v| < 1/2, which gives 0.
 _SAT_SHIFT = 14
@@ -62,11 +65,14 @@ class QAddLanes(wiring.Component):
     Timing contract
     ---------------
     A fixed-latency pipeline without back-pressure: a row on ``i`` in cycle ``T``
-    (``i.valid`` high) leaves on ``o`` in cycle ``T + latency`` (``latency = 22``) with its
-    tag, one row per cycle, in order. ``params``, ``x_signed``, ``y_signed``, ``y_lo`` and
-    ``y_hi`` are sampled together with the row, in the cycle its ``i.valid`` is high, and
-    carried along with it; they may change in the cycle after the last row of an
-    instruction has entered.
+    (``i.valid`` high) leaves on ``o`` in cycle ``T + latency`` with its tag, in order, with
+    ``latency = 21 + spacing`` and ``spacing = rows / qadd_lanes``. Rows must enter at least
+    ``spacing`` cycles apart (every cycle with one lane per byte): lane ``j`` takes byte
+    ``p * qadd_lanes + j`` in the ``p``-th cycle of the row, the later bytes wait in holding
+    registers, and the bytes of the row's earlier cycles wait at the output for its last.
+    ``params``, ``x_signed``, ``y_signed``, ``y_lo`` and ``y_hi`` are sampled together with
+    the row, in the cycle its ``i.valid`` is high, and carried along with it; they may
+    change in the cycle after the last row of an instruction has entered.
 
     Pipeline stages (each ends in a register): (1) ``X``, ``Y`` and their magnitudes;
     (2-10) ``inner``; (11-19) ``v``; (20) the rounding shift of ``v``; (21) the kernel
@@ -78,7 +84,7 @@ class QAddLanes(wiring.Component):
     Parameters
     ----------
     config : HardwareConfig
-        ``rows`` is the number of lanes.
+        ``rows`` is the row width (bytes), ``qadd_lanes`` the number of lanes.
     tag_width : int
         Width of the tag carried from each input row to its output row.
 
@@ -133,9 +139,14 @@ class QAddLanes(wiring.Component):
         return self._tag_width
 
     @property
+    def spacing(self) -> int:
+        """Return the fewest cycles between two rows on ``i``: ``rows / qadd_lanes``."""
+        return self._config.qadd_spacing
+
+    @property
     def latency(self) -> int:
-        """Return the cycles from a row on ``i`` to its row on ``o``."""
-        return 1 + 2 * _FMA_STAGES + 3
+        """Return the cycles from a row on ``i`` to its row on ``o``: ``21 + spacing``."""
+        return _LANE_STAGES - 1 + self.spacing
 
     # TODO: each lane is two full FMA8 datapaths: on an ECP5 (Yosys, before LUT mapping)
     # about 1,530 flip-flops, 510 carry cells and four MULT18X18D per lane (a 9x24 product
@@ -150,28 +161,59 @@ class QAddLanes(wiring.Component):
         # valid and tag travel through every stage, each parameter only as far as its
         # user. As in the requantizer, saturation to the output type and the clamp merge
         # into one clamp with bounds computed on entry.
+        c = self._config
+        lanes, spacing = c.qadd_lanes, self.spacing
         p = self.params
-        entry = Signal(data.StructLayout({
-            "valid": 1, "tag": unsigned(self._tag_width),
+        side_layout = data.StructLayout({
+            "valid": 1, "tag": unsigned(self._tag_width), "phase": range(spacing),
+            "x_signed": 1,
             "rx_mant": unsigned(_MANT_BITS), "rx_exp": signed(10),
             "ry_mant": unsigned(_MANT_BITS), "ry_exp": signed(10),
             "fixed_neg": 1, "fixed_mag": unsigned(26), "fixed_exp": signed(10),
             "shift": unsigned(8), "kernel_signed": 1, "low": signed(9), "high": signed(9),
-        }), name="entry")
+        })
+        feed = Signal(side_layout, name="feed")   # this cycle's row (or part of a row)
+        entry = Signal(side_layout, name="entry")
         qmin = Mux(self.y_signed, -128, 0)
         qmax = Mux(self.y_signed, 127, 255)
         fixed = p.fixed_mant
-        m.d.sync += [
-            entry.valid.eq(self.i.valid), entry.tag.eq(self.i.payload.tag),
-            entry.rx_mant.eq(p.rx_mant), entry.rx_exp.eq(p.rx_exp),
-            entry.ry_mant.eq(p.ry_mant), entry.ry_exp.eq(p.ry_exp),
-            entry.fixed_neg.eq(fixed[-1]),
-            entry.fixed_mag.eq(Mux(fixed[-1], -fixed, fixed)),
-            entry.fixed_exp.eq(p.fixed_exp),
-            entry.shift.eq(p.shift), entry.kernel_signed.eq(p.kernel_signed),
-            entry.low.eq(_clamp(qmin, self.y_lo, self.y_hi)),
-            entry.high.eq(_clamp(qmax, self.y_lo, self.y_hi)),
+        m.d.comb += [
+            feed.valid.eq(self.i.valid), feed.tag.eq(self.i.payload.tag), feed.x_signed.eq(self.x_signed),
+            feed.rx_mant.eq(p.rx_mant), feed.rx_exp.eq(p.rx_exp),
+            feed.ry_mant.eq(p.ry_mant), feed.ry_exp.eq(p.ry_exp),
+            feed.fixed_neg.eq(fixed[-1]),
+            feed.fixed_mag.eq(Mux(fixed[-1], -fixed, fixed)),
+            feed.fixed_exp.eq(p.fixed_exp),
+            feed.shift.eq(p.shift), feed.kernel_signed.eq(p.kernel_signed),
+            feed.low.eq(_clamp(qmin, self.y_lo, self.y_hi)),
+            feed.high.eq(_clamp(qmax, self.y_lo, self.y_hi)),
         ]
+        a_bytes, b_bytes = self.i.payload.a, self.i.payload.b
+        if spacing > 1:
+            # Time-multiplexing: the lanes take bytes 0 .. lanes-1 straight from the row; the
+            # later bytes wait in holding registers that shift down by `lanes` bytes per
+            # cycle. `phase` is the next cycle's phase (0: no row in progress).
+            phase = Signal(range(spacing), name="phase")
+            held = Signal(side_layout, name="held")
+            held_a = Signal(8 * c.rows, name="held_a")
+            held_b = Signal(8 * c.rows, name="held_b")
+            step = 8 * lanes
+            with m.If(self.i.valid):
+                m.d.sync += [held.eq(feed), phase.eq(1),
+                             held_a.eq(a_bytes.as_value() >> step), held_b.eq(b_bytes.as_value() >> step)]
+            with m.Elif(phase != 0):
+                m.d.sync += [phase.eq(Mux(phase == spacing - 1, 0, phase + 1)),
+                             held_a.eq(held_a >> step), held_b.eq(held_b >> step)]
+            bytes_layout = data.ArrayLayout(unsigned(8), c.rows)
+            a_bytes = data.View(bytes_layout, Mux(self.i.valid, a_bytes.as_value(), held_a))
+            b_bytes = data.View(bytes_layout, Mux(self.i.valid, b_bytes.as_value(), held_b))
+            muxed = Signal(side_layout, name="muxed")
+            with m.If(self.i.valid):
+                m.d.comb += muxed.eq(feed)
+            with m.Elif(phase != 0):
+                m.d.comb += [muxed.eq(held), muxed.phase.eq(phase)]
+            feed = muxed
+        m.d.sync += entry.eq(feed)
         outer = 1 + _FMA_STAGES  # the stage whose registers feed the outer FMA8
         row = {
             "ry_mant": entry.ry_mant, "ry_exp": entry.ry_exp, "fixed_neg": entry.fixed_neg,
@@ -179,17 +221,28 @@ class QAddLanes(wiring.Component):
             "rx_mant": _delay(m, entry.rx_mant, "rx_mant", outer - 1),
             "rx_exp": _delay(m, entry.rx_exp, "rx_exp", outer - 1),
             # stage 21 reads stage 20's copy, stage 22 stage 21's
-            "kernel_signed": _delay(m, entry.kernel_signed, "kernel_signed", self.latency - 3),
-            "shift": _delay(m, entry.shift, "shift", self.latency - 2),
-            "low": _delay(m, entry.low, "low", self.latency - 2),
-            "high": _delay(m, entry.high, "high", self.latency - 2),
+            "kernel_signed": _delay(m, entry.kernel_signed, "kernel_signed", _LANE_STAGES - 3),
+            "shift": _delay(m, entry.shift, "shift", _LANE_STAGES - 2),
+            "low": _delay(m, entry.low, "low", _LANE_STAGES - 2),
+            "high": _delay(m, entry.high, "high", _LANE_STAGES - 2),
+            "x_signed": feed.x_signed, "add": feed.shift,   # stage 1 reads this cycle's row
         }
-        valid = _delay(m, entry.valid, "valid", self.latency - 1)
-        tag = _delay(m, entry.tag, "tag", self.latency - 1)
-        m.d.comb += [self.o.valid.eq(valid), self.o.payload.tag.eq(tag)]
-        for c in range(self._config.rows):
-            m.d.comb += self.o.payload.data[c].eq(
-                self._lane(m, platform, c, self.i.payload.a[c], self.i.payload.b[c], row))
+        valid = _delay(m, entry.valid, "valid", _LANE_STAGES - 1)
+        tag = _delay(m, entry.tag, "tag", _LANE_STAGES - 1)
+        last_phase = _delay(m, entry.phase, "phase", _LANE_STAGES - 1) if spacing > 1 else 0
+        outputs = [self._lane(m, platform, j, a_bytes[j], b_bytes[j], row) for j in range(lanes)]
+        # Bytes of the row's earlier cycles wait for its last cycle's, then leave together.
+        for ph in range(spacing):
+            for j in range(lanes):
+                byte = ph * lanes + j
+                if ph == spacing - 1:
+                    m.d.comb += self.o.payload.data[byte].eq(outputs[j])
+                else:
+                    kept = Signal(8, name=f"out{byte}")
+                    with m.If(valid & (last_phase == ph)):
+                        m.d.sync += kept.eq(outputs[j])
+                    m.d.comb += self.o.payload.data[byte].eq(kept)
+        m.d.comb += [self.o.valid.eq(valid & (last_phase == spacing - 1)), self.o.payload.tag.eq(tag)]
         return m
 
     def _lane(self, m, platform, c, a, b, row):
@@ -200,7 +253,7 @@ class QAddLanes(wiring.Component):
         # -- stage 1: X = a + shift, Y = b + shift (in -128 .. 510) as sign and magnitude --
         def code(byte, name):
             value = Signal(signed(10), name=f"lane{c}_{name}")
-            m.d.comb += value.eq(Mux(self.x_signed, byte.as_signed(), byte) + self.params.shift)
+            m.d.comb += value.eq(Mux(row["x_signed"], byte.as_signed(), byte) + row["add"])
             neg, mag = reg(1, f"{name}_neg1"), reg(unsigned(_Q_BITS), f"{name}_mag1")
             m.d.sync += [neg.eq(value[-1]), mag.eq(Mux(value[-1], -value, value))]
             return neg, mag

@@ -207,6 +207,9 @@ class VectorUnit(wiring.Component):
         ad_y_addr = Signal(A)      # y_addr + j*y_stride of the next result j
         ad_first = Signal(c.abuf_word_bits)
         ad_r_a, ad_r_b = Signal(), Signal()   # abuf_r.data is a first / second operand
+        # Time-multiplexed lanes take a row every `spacing` cycles: hold the next first read.
+        ad_spacing = qadd.spacing
+        ad_wait = Signal(range(max(ad_spacing - 1, 1)))
         m.d.sync += [ad_pb_store.eq(0), ad_r_a.eq(0), ad_r_b.eq(0)]
         with m.If(ad_pb_store):
             m.d.sync += ad_params.eq(Cat(ad_params[isa.PARAM_BITS:], self.pbuf.data))
@@ -258,7 +261,7 @@ class VectorUnit(wiring.Component):
                         m.next = "GSUM"
                     with m.Elif(ins.vop == isa.Vop.ADD):
                         m.d.sync += [
-                            ad_pb_left.eq(2), gs_pb_addr.eq(ins.p_addr), ad_i.eq(0), ad_b_phase.eq(0),
+                            ad_pb_left.eq(2), gs_pb_addr.eq(ins.p_addr), ad_i.eq(0), ad_b_phase.eq(0), ad_wait.eq(0),
                             ad_a_addr.eq(ins.a_addr), ad_b_addr.eq(ins.w_addr), ad_y_addr.eq(ins.y_addr),
                         ]
                         m.next = "ADD_PARAMS"
@@ -329,13 +332,18 @@ class VectorUnit(wiring.Component):
                     m.next = "ADD"
 
             with m.State("ADD"):
-                m.d.comb += [self.abuf_r.en.eq(1), self.abuf_r.addr.eq(Mux(ad_b_phase, ad_b_addr, ad_a_addr))]
-                m.d.sync += [ad_b_phase.eq(~ad_b_phase), ad_r_a.eq(~ad_b_phase), ad_r_b.eq(ad_b_phase)]
+                with m.If(ad_b_phase | (ad_wait == 0)):
+                    m.d.comb += [self.abuf_r.en.eq(1), self.abuf_r.addr.eq(Mux(ad_b_phase, ad_b_addr, ad_a_addr))]
+                    m.d.sync += [ad_b_phase.eq(~ad_b_phase), ad_r_a.eq(~ad_b_phase), ad_r_b.eq(ad_b_phase)]
+                with m.Else():
+                    m.d.sync += ad_wait.eq(ad_wait - 1)
                 with m.If(ad_b_phase):
                     m.d.sync += [
                         ad_i.eq(ad_i + 1),
                         ad_a_addr.eq(ad_a_addr + ins.a_stride), ad_b_addr.eq(ad_b_addr + ins.b_stride),
                     ]
+                    if ad_spacing > 2:
+                        m.d.sync += ad_wait.eq(ad_spacing - 2)
                     with m.If(ad_i == ins.count - 1):
                         m.next = "DRAIN"
 

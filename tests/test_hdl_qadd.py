@@ -12,7 +12,7 @@ import pytest
 from amaranth.lib import data
 
 from accel import numerics
-from accel.config import preset
+from accel.config import HardwareConfig, preset
 from accel.hdl.qadd import QAddLanes
 
 from .sim.bench_qadd import (AddLayer, AddRow, QAddLayouts, add_params_for, edge_layers,
@@ -51,21 +51,37 @@ def test_add_params_for_reproduces_the_integer_recipe_constants():
     assert (swapped["rx_exp"], swapped["ry_exp"]) == (-25, -24)
 
 
+def with_lanes(config, lanes):
+    """Return ``config`` with ``qadd_lanes = lanes``."""
+    return HardwareConfig.from_dict({**config.to_dict(), "qadd_lanes": lanes})
+
+
 def run_rows(rows, config=CONFIG, idle=0.0, scramble_seed=0):
-    """Stream ``rows`` (AddRow) through QAddLanes, checking bytes, tags and latency."""
+    """Stream ``rows`` (AddRow) through QAddLanes, checking bytes, tags and latency.
+
+    Rows enter ``qadd.spacing`` cycles apart (at the earliest); the cycles in between carry
+    scrambled bytes and parameters, which time-multiplexed lanes must ignore.
+    """
     layouts = QAddLayouts(config, 18)
 
     def make():
         qadd = QAddLanes(config)
         rng = np.random.default_rng([SEED, scramble_seed])
 
+        async def scrambled_tick(ctx):
+            ctx.set(qadd.i.valid, 0)
+            ctx.set(qadd.i.payload.as_value(), layouts.i_bits(layouts.noise_row(rng), 0))
+            ctx.set(qadd.params.as_value(), int(rng.integers(0, 2**62)) << 60)
+            ctx.set(qadd.x_signed, int(rng.integers(0, 2)))
+            await ctx.tick()
+
         async def driver(ctx):
             for n, row in enumerate(rows):
+                if n:
+                    for _ in range(qadd.spacing - 1):
+                        await scrambled_tick(ctx)
                 while idle and rng.random() < idle:  # idle: scrambled parameters
-                    ctx.set(qadd.i.valid, 0)
-                    ctx.set(qadd.params.as_value(), int(rng.integers(0, 2**62)) << 60)
-                    ctx.set(qadd.x_signed, int(rng.integers(0, 2)))
-                    await ctx.tick()
+                    await scrambled_tick(ctx)
                 layer = row.layer
                 lo, hi = layer.bounds
                 ctx.set(qadd.i.valid, 1)
@@ -178,6 +194,34 @@ def test_one_lane_config():
         layer = random_layer(rng)
         rows += make_rows(layer, *random_cases(rng, layer, 2), 1)
     run_rows(rows, config=config)
+
+
+@pytest.mark.parametrize("lanes", [1, 2])
+def test_time_multiplexed_lanes(lanes):
+    """qadd_lanes < rows: each row takes rows / qadd_lanes cycles through the lanes, bit-exact."""
+    rng = rng_for(5 + lanes)
+    config = with_lanes(CONFIG, lanes)
+    qadd = QAddLanes(config)
+    assert (qadd.spacing, qadd.latency) == (CONFIG.rows // lanes, 21 + CONFIG.rows // lanes)
+    rows = []
+    for layer in edge_layers():
+        rows += make_rows(layer, *random_cases(rng, layer, 3 * CONFIG.rows), CONFIG.rows)
+    for _ in range(60):
+        layer = random_layer(rng)
+        rows += make_rows(layer, *random_cases(rng, layer, CONFIG.rows), CONFIG.rows)
+    run_rows(rows, config=config, idle=0.2, scramble_seed=5 + lanes)
+
+
+def test_qadd_lanes_must_divide_the_rows():
+    base = CONFIG.to_dict()
+    assert HardwareConfig.from_dict(base).qadd_lanes == CONFIG.rows  # None: one lane per byte
+    assert with_lanes(CONFIG, 2).qadd_spacing == 2
+    for bad in (0, 3, 5, -2, 2.0, True, "2"):
+        with pytest.raises(ValueError, match=r"qadd_lanes must be a positive divisor of rows \(4\)"):
+            with_lanes(CONFIG, bad)
+    ids = {with_lanes(CONFIG, n).config_id() for n in (1, 2, 4)}
+    assert len(ids) == 3
+    assert preset("ulx3s-85f").qadd_lanes == 2
 
 
 def test_add_row_padding():

@@ -194,6 +194,7 @@ class QAddLayouts:
         qadd = QAddLanes(config, tag_width=tag_width)
         self.lanes = config.rows
         self.latency = qadd.latency
+        self.spacing = qadd.spacing
         self.tag_mask = (1 << tag_width) - 1
         i_layout = qadd.i.payload.shape()
         self.a_offset, self.b_offset = i_layout["a"].offset, i_layout["b"].offset
@@ -210,6 +211,11 @@ class QAddLayouts:
             bits |= (b & 0xFF) << (self.b_offset + 8 * lane)
         return bits
 
+    def noise_row(self, rng):
+        """Return random bytes on both ports (for idle cycles), as an :class:`AddRow` without a layer."""
+        a, b = rng.integers(0, 256, (2, self.lanes)).tolist()
+        return AddRow(None, a, b, None)
+
     def params_bits(self, layer):
         if layer not in self._params_cache:
             self._params_cache[layer] = self.params_layout.const(layer.params()).as_bits()
@@ -222,7 +228,11 @@ class QAddLayouts:
 
 
 class RowDriver:
-    """Drive one row and its layer's parameters per cycle, with random idle cycles."""
+    """Drive one row and its layer's parameters per cycle, with random idle cycles.
+
+    With time-multiplexed lanes (``spacing > 1``) the ``spacing - 1`` cycles after a row are
+    idle too, with scrambled row bytes and parameters (the lanes must use the held ones).
+    """
 
     def __init__(self, dut, layouts, rng, idle=0.0):
         self.dut = dut
@@ -230,6 +240,7 @@ class RowDriver:
         self.rng = rng
         self.idle = idle
         self.queue = collections.deque()
+        self.wait = 0
 
     def send(self, row, tag):
         self.queue.append((row, tag))
@@ -237,13 +248,16 @@ class RowDriver:
     def drive(self):
         """Set this cycle's inputs; return ``(row, tag, expected)`` entering now, or None."""
         dut = self.dut
-        if not self.queue or (self.idle and self.rng.random() < self.idle):
+        if self.wait or not self.queue or (self.idle and self.rng.random() < self.idle):
+            self.wait = max(0, self.wait - 1)
             dut.i__valid.value = 0
             # Scramble the parameters of idle cycles: only valid rows may matter.
             dut.params.value = int(self.rng.integers(0, 2**62)) << 50
             dut.x_signed.value = int(self.rng.integers(0, 2))
+            dut.i__payload.value = self.layouts.i_bits(self.layouts.noise_row(self.rng), 0)
             return None
         row, tag = self.queue.popleft()
+        self.wait = self.layouts.spacing - 1
         layer = row.layer
         lo, hi = layer.bounds
         dut.i__valid.value = 1
@@ -267,7 +281,7 @@ class QAddBench:
         self.scoreboard = Scoreboard(self.layouts.latency, seed)
         self.cycle = 0
         self.rows = 0
-        dut._log.info(f"qadd bench: {self.config.rows} lanes, COCOTB_RANDOM_SEED="
+        dut._log.info(f"qadd bench: {self.config.qadd_lanes} lanes for {self.config.rows} bytes, COCOTB_RANDOM_SEED="
                       f"{os.environ.get('COCOTB_RANDOM_SEED')}, test seed={seed}")
 
     @property
