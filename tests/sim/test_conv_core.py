@@ -16,6 +16,7 @@ import numpy as np
 import pytest
 
 from accel import isa, numerics
+from accel.compiler.cycles import vector_cycles
 from accel.config import BufferSpec, HardwareConfig, preset
 from accel.runtime import Read, Run, Status, Write
 from accel.sim.emulator import EmulatorTarget
@@ -38,17 +39,30 @@ def gsum_cycles(count, c_chunks, rows):
     return c_chunks * (max(count, rows - 1) + 2) + 17
 
 
-def add_cycles(count):
-    return 2 * count + 35
+def add_cycles(count, spacing=1):
+    """``spacing``: ``rows / qadd_lanes``; a row every ``max(2, spacing)`` cycles, ``21 + spacing`` stages."""
+    return (count - 1) * max(2, spacing) + 36 + spacing
 SMALL = preset("sim-small")
 WIDE = HardwareConfig(name="test-conv-8x8", rows=8, cols=8, imem=BufferSpec(256), abuf=BufferSpec(4096),
                       wbuf=BufferSpec(8192), accbuf=BufferSpec(256), pbuf=BufferSpec(256))
 CONFIGS = {"sim-small": SMALL, "8x8": WIDE}
+# Time-multiplexed QLinearAdd lanes: a row every 2 cycles (as with one lane per byte) and every 4.
+LANES = {f"sim-small-qadd{n}": HardwareConfig.from_dict({**SMALL.to_dict(), "name": f"sim-small-qadd{n}",
+                                                         "qadd_lanes": n}) for n in (2, 1)}
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))
 def target(request, sim_cache_root, live_output):
     config = CONFIGS[request.param]
+    with live_output():
+        build_core(config, sim_cache_root)
+    with RtlTarget(config, cache_root=sim_cache_root, timeout=300) as t:
+        yield t
+
+
+@pytest.fixture(scope="module", params=list(LANES))
+def lanes_target(request, sim_cache_root, live_output):
+    config = LANES[request.param]
     with live_output():
         build_core(config, sim_cache_root)
     with RtlTarget(config, cache_root=sim_cache_root, timeout=300) as t:
@@ -323,11 +337,21 @@ def test_vector_gsum_bit_exact(target, pixels):
 
 @pytest.mark.parametrize("layer_seed", range(4))
 def test_vector_add_bit_exact(target, layer_seed):
+    check_vector_add(target, layer_seed, 37 + 20 * layer_seed)
+
+
+@pytest.mark.parametrize("layer_seed", range(2))
+def test_vector_add_time_multiplexed_lanes(lanes_target, layer_seed):
+    """qadd_lanes < rows: the same results, a row every max(2, rows / qadd_lanes) cycles."""
+    check_vector_add(lanes_target, 10 + layer_seed, [1, 29][layer_seed])
+
+
+def check_vector_add(target, layer_seed, count):
+    """Run one VECTOR ADD of ``count`` rows; check it against the model, the emulator and ORT's recipe."""
     config = target.config
     rows = config.rows
     rng = np.random.default_rng([SEED, layer_seed, 61])
     layer = random_layer(rng, dtype=["int8", "uint8"][layer_seed % 2])
-    count = 37 + 20 * layer_seed
     lo_code, hi_code = layer.code_range()
     a = rng.integers(lo_code, hi_code, (count, rows))
     b = rng.integers(lo_code, hi_code, (count, rows))
@@ -342,7 +366,8 @@ def test_vector_add_bit_exact(target, layer_seed):
                           y_addr=y_addr, y_stride=y_stride, y_lo=lo, y_hi=hi)]
     reads = [Read(isa.Memory.ABUF, y_addr + i * y_stride, 1) for i in range(count)]
     cycles = run_both(target, writes, program, reads)
-    assert cycles == add_cycles(count) + HALT_CYCLES
+    assert cycles == add_cycles(count, config.qadd_spacing) + HALT_CYCLES
+    assert cycles == vector_cycles(config, isa.Vop.ADD, count) + HALT_CYCLES
     got = [w for (w,) in target.execute(reads)]
     # Cross-check with onnxruntime's recipe from the scales (numerics.qlinear_add_integer).
     assert np.array_equal(unpack(got, rows, 8, False), expected_bytes(layer, a.reshape(-1), b.reshape(-1))

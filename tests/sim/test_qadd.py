@@ -4,7 +4,8 @@
 The design is converted to Verilog, built by ``accel.sim.verilator.build`` (cached) and
 checked against ``numerics.qlinear_add_integer``: all 65,536 (a, b) pairs for several
 layers (uint8, int8, int8 after the QDQ s8->u8 rewrite), then targeted and random layers
-changing from row to row. ``ACCEL_SEED`` picks the random seed (default 1); the test
+changing from row to row; with fewer lanes than bytes (``qadd_lanes``), one exhaustive
+layer and the random rows, a row every ``rows / qadd_lanes`` cycles. ``ACCEL_SEED`` picks the random seed (default 1); the test
 prints it and the bench's measurements.
 """
 
@@ -13,7 +14,9 @@ import os
 import re
 from pathlib import Path
 
-from accel.config import preset
+import pytest
+
+from accel.config import HardwareConfig, preset
 from accel.hdl.qadd import QAddLanes
 from accel.sim import verilator
 
@@ -27,14 +30,17 @@ EXHAUSTIVE_LAYERS = 4
 BUILD_ARGS = ("-CFLAGS", "-O0")
 
 
-def test_qadd_bench(sim_cache_root, live_output):
-    config = preset("sim-small")
+@pytest.mark.parametrize("lanes", [4, 2])
+def test_qadd_bench(sim_cache_root, live_output, lanes):
+    config = HardwareConfig.from_dict({**preset("sim-small").to_dict(), "qadd_lanes": lanes})
+    spacing = config.rows // lanes
+    exhaustive = EXHAUSTIVE_LAYERS if spacing == 1 else 1
     with live_output():
         handle = verilator.build(QAddLanes(config, tag_width=TAG_WIDTH),
-                                 f"datapath_qadd_{config.rows}", cache_root=sim_cache_root,
-                                 extra_args=BUILD_ARGS)
+                                 f"datapath_qadd_{config.rows}" + (f"_lanes{lanes}" if spacing > 1 else ""),
+                                 cache_root=sim_cache_root, extra_args=BUILD_ARGS)
     env = {"ACCEL_CONFIG": json.dumps(config.to_dict()), "ACCEL_TAG_WIDTH": str(TAG_WIDTH),
-           "QADD_EXHAUSTIVE_LAYERS": str(EXHAUSTIVE_LAYERS), "QADD_RANDOM_ROWS": "2000"}
+           "QADD_EXHAUSTIVE_LAYERS": str(exhaustive), "QADD_RANDOM_ROWS": "2000"}
     result = verilator.run(handle, HERE / "bench_qadd.py", seed=SEED, extra_env=env)
     print(f"seed={SEED}")
     assert [t.name for t in result.tests] == ["test_exhaustive_layers",
@@ -42,7 +48,7 @@ def test_qadd_bench(sim_cache_root, live_output):
     assert all(t.passed for t in result.tests)
     lines = re.findall(r"MEASURE (.*)", result.log_file.read_text())
     cases = [int(n) for n in re.findall(r"cases=(\d+)", " ".join(lines))]
-    assert len(cases) == 2 and cases[0] == EXHAUSTIVE_LAYERS * 65536 and cases[1] >= 8000
-    assert all("latency=22 " in line for line in lines)
+    assert len(cases) == 2 and cases[0] == exhaustive * 65536 and cases[1] >= 8000
+    assert all(f"latency={21 + spacing} " in line for line in lines)
     for line in lines:
         print(line)
