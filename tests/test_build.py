@@ -193,22 +193,28 @@ def test_flash_errors_are_one_line(tmp_path):
 
 @pytest.mark.slow
 @pytest.mark.parametrize("board", ["icebreaker", "ulx3s-85f"])
-def test_preset_build_reports_the_chip_and_a_verdict(board, tmp_path):
-    """Build the board's preset end to end; the report, the exit code and the bitstream must agree."""
-    proc = cli("build", "--board", board, "-o", tmp_path)
+def test_full_build_reports_the_chip_and_a_verdict(board, tmp_path):
+    """Build a 2x2 config end to end with the real tools; the report, the verdict and the bitstream must agree.
+
+    The presets' own builds are in ``bench/results/build_<board>.md`` (``bench/build_report.py``).
+    The 2x2 core fits the ECP5-85F with room to spare (16,743 LUT at 44.6 MHz measured), so
+    that build must pass; on the UP5K today's core does not fit, which must be a FAIL with
+    the numbers.
+    """
+    result = build_board(board, tiny_config(30_000_000), tmp_path, progress=print)
     report = json.loads((tmp_path / "report.json").read_text())
-    print(proc.stdout, (tmp_path / "report.md").read_text(), sep="\n")
+    print((tmp_path / "report.md").read_text())
     totals = {r[0]: r[3] for r in get_board(board).resources}
     assert {r["label"]: r["total"] for r in report["resources"]} == totals
     assert any(r["used"] > 0 for r in report["resources"])
-    assert report["target_mhz"] == {"icebreaker": 30.0, "ulx3s-85f": 125.0}[board]
-    if report["passed"]:
-        assert proc.returncode == 0 and report["clocks"]
-        assert all(c["fmax_mhz"] >= c["target_mhz"] for c in report["clocks"])
-        assert (tmp_path / report["bitstream"]).stat().st_size > 0
+    assert report["target_mhz"] == 30.0 and report["passed"] == result.passed
+    if board == "ulx3s-85f":
+        assert result.passed, result.summary_line()
+    if result.passed:
+        assert report["clocks"] and all(c["fmax_mhz"] >= c["target_mhz"] for c in report["clocks"])
+        assert result.bitstream.stat().st_size > 0
     else:
-        assert proc.returncode == 2 and report["failures"]
-        assert proc.stderr.strip().splitlines()[-1].startswith("accel: error: FAIL: ")
+        assert report["failures"] and result.summary_line().startswith("FAIL: ")
 
 
 # -- the flow's orchestration, with stand-in tools -------------------------------------------------
