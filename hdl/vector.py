@@ -48,15 +48,18 @@ class VectorUnit(wiring.Component):
     * ``ADD``: the two :class:`accel.isa.AddParams` words from ``PBUF[p_addr]`` and
       ``PBUF[p_addr + 1]``, then per row ``i`` two reads (``ABUF[a_addr + i*a_stride]`` and
       ``ABUF[w_addr + i*b_stride]``) into a :class:`~accel.hdl.qadd.QAddLanes` (its own,
-      22 stages) whose rows land at ``ABUF[y_addr + i*y_stride]``.
+      ``21 + Q`` stages with ``Q = config.qadd_spacing``) whose rows land at
+      ``ABUF[y_addr + i*y_stride]``. With ``Q > 2`` (fewer lanes than bytes) the first
+      read of the next row waits so that rows enter the lanes ``Q`` cycles apart.
 
     Timing (measured, ``tests/sim/test_conv_core.py``): one ``VECTOR``, from its fetch to the
     next instruction's fetch when nothing is in flight before it, takes
     ``count * c_chunks * kh * kw + 9`` cycles for ``MAX``,
     ``c_chunks * (max(count, rows - 1) + 2) + 8 + L`` for ``GSUM`` (``L`` the requantizer's
-    latency) and ``2 * count + 35`` for ``ADD`` (fetch and decode 2, the drain check 1,
-    three cycles of address preparation, the loop, then the pipeline drain: 1 for ``MAX``,
-    the requantizer's latency (9 with one lane per column) or the add lanes' 22).
+    latency) and ``(count - 1) * max(2, Q) + 36 + Q`` for ``ADD`` (``2 * count + 35`` with
+    one lane per byte; fetch and decode 2, the drain check 1, three cycles of address
+    preparation, the loop, then the pipeline drain: 1 for ``MAX``, the requantizer's
+    latency (9 with one lane per column) or the add lanes' ``21 + Q``).
 
     Members
     -------
