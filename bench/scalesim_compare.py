@@ -8,11 +8,17 @@ own venv (``.cache/scalesim-venv``, created on first use: it needs numpy < 2) wi
 same array height and width, ``Dataflow: ws``, and the padded input sizes. The table gives
 both cycle counts and their ratio (accel / SCALE-Sim; below 1 means fewer cycles).
 
-Run: ``python bench/scalesim_compare.py [--arrays 4 12]``. Writes bench/results/scalesim_compare.{json,md}.
+Each preset's array and requantizer are used as they are, with buffers enlarged so that
+nothing streams (SCALE-Sim models one layer with ample SRAM too).
+
+Run: ``python bench/scalesim_compare.py [--presets icebreaker ulx3s-85f]``. Writes
+bench/results/scalesim_compare.{json,md}.
 """
 
 import argparse
+import dataclasses
 import json
+import statistics
 import pathlib
 import subprocess
 import sys
@@ -23,7 +29,7 @@ sys.path.insert(0, str(pathlib.Path(__file__).resolve().parent))
 import accel  # noqa: E402
 from accel import zoo  # noqa: E402
 from accel.compiler.backend import compile_model  # noqa: E402
-from accel.config import BufferSpec, HardwareConfig  # noqa: E402
+from accel.config import BufferSpec, preset  # noqa: E402
 from benchlib import write_results  # noqa: E402
 
 ROOT = pathlib.Path(__file__).resolve().parents[1]
@@ -41,10 +47,11 @@ def scalesim_python() -> pathlib.Path:
     return python
 
 
-def bench_config(n):
-    # Buffers large enough for every model: SCALE-Sim is given ample SRAM too.
-    return HardwareConfig(name=f"scalesim-{n}x{n}", rows=n, cols=n, imem=BufferSpec(4096), abuf=BufferSpec(65536),
-                          wbuf=BufferSpec(131072), accbuf=BufferSpec(1024), pbuf=BufferSpec(8192))
+def bench_config(preset_name):
+    """Return the preset with buffers large enough for every model (SCALE-Sim is given ample SRAM too)."""
+    return dataclasses.replace(preset(preset_name), name=f"{preset_name}-ample", imem=BufferSpec(4096),
+                               abuf=BufferSpec(65536), wbuf=BufferSpec(131072), accbuf=BufferSpec(1024),
+                               pbuf=BufferSpec(8192))
 
 
 def conv_layers(model, artifact):
@@ -67,12 +74,13 @@ def conv_layers(model, artifact):
 
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--arrays", nargs="+", type=int, default=[4, 12])
+    parser.add_argument("--presets", nargs="+", default=["icebreaker", "ulx3s-85f"])
     args = parser.parse_args()
     python = scalesim_python()
-    rows = []
-    for n in args.arrays:
-        config = bench_config(n)
+    rows, ratios = [], {}
+    for preset_name in args.presets:
+        config = bench_config(preset_name)
+        n = config.rows
         for name in MODELS:
             model = accel.load_model(zoo.build(name, "qop_channel"))
             artifact = compile_model(model, config)
@@ -84,7 +92,9 @@ def main():
                                  capture_output=True, text=True, check=True).stdout.strip().splitlines()[-1]
             for (stats, topo), ref in zip(layers, json.loads(out)):
                 ours = stats["cycles"]
-                rows.append([f"{n}x{n}", name, stats["name"], stats["kind"],
+                small_c = topo["channels"] < n
+                ratios.setdefault((preset_name, small_c), []).append(ours / ref["cycles"])
+                rows.append([f"{preset_name} {n}x{n}", name, stats["name"], stats["kind"],
                              f"{topo['ifmap_h']}x{topo['ifmap_w']}x{topo['channels']} k{topo['filt_h']}x{topo['filt_w']}"
                              f" s{topo['stride']} -> {topo['num_filters']}",
                              f"{stats['macs']:,}", f"{ours:,}", f"{ref['cycles']:,}", f"{ours / ref['cycles']:.3f}",
@@ -92,8 +102,18 @@ def main():
                 print(" | ".join(rows[-1]), flush=True)
     write_results("scalesim_compare", ["array", "model", "layer", "kind", "shape", "MACs", "accel cycles",
                                        "SCALE-Sim cycles", "ratio", "accel util", "SCALE-Sim util"], rows,
-                  notes="accel cycles: the compiler's per-layer cycle model (counted by the emulator; calibrated "
-                        "against the RTL cycle counter). SCALE-Sim 3.0.0, Dataflow ws, same array, padded ifmap.")
+                  notes="accel cycles: the compiler's per-layer cycle model (counted by the emulator; equal to "
+                        "the RTL cycle counter). SCALE-Sim 3.0.0, Dataflow ws, same array, padded ifmap.\n\n"
+                        + _summary(ratios))
+
+
+def _summary(ratios) -> str:
+    """Return one line per preset and channel class: the ratio's min, median and max."""
+    lines = ["| preset | input channels | layers | ratio min | median | max |", "|---|---|---|---|---|---|"]
+    for (preset_name, small_c), values in sorted(ratios.items()):
+        lines.append(f"| {preset_name} | {'< array rows' if small_c else '>= array rows'} | {len(values)} | "
+                     f"{min(values):.3f} | {statistics.median(values):.3f} | {max(values):.3f} |")
+    return "\n".join(lines)
 
 
 if __name__ == "__main__":
