@@ -20,7 +20,6 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from amaranth.back import verilog as amaranth_verilog
 
 import accel
 from accel import runtime, zoo
@@ -30,7 +29,7 @@ from accel.config import preset
 from accel.runtime import HardwareDevice, Target, parse_reply, reply_length, request_bytes
 from accel.sim import verilator
 from accel.sim.emulator import EmulatorTarget
-from accel.sim.rtl import _strip_zero_memory_init
+from accel.sim.rtl import core_verilog
 
 BOARD = "icebreaker"
 CONFIG = preset("icebreaker")
@@ -100,8 +99,8 @@ def segments(calls, config):
 @pytest.fixture(scope="module")
 def harness_build(sim_cache_root, live_output):
     with live_output():
-        harness = board_sim_harness(BOARD, CONFIG, divisor=DIVISOR, link=RawLink)
-        text = _strip_zero_memory_init(amaranth_verilog.convert(harness, name=TOP, emit_src=False))
+        text = core_verilog(CONFIG, sim_cache_root, top=TOP, variant=f"raw-link divisor {DIVISOR}",
+                            factory=lambda config: board_sim_harness(BOARD, config, divisor=DIVISOR, link=RawLink))
         return verilator.build(text, TOP, cache_root=sim_cache_root)
 
 
