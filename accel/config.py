@@ -193,12 +193,14 @@ PRESETS: dict[str, HardwareConfig] = {
     # the 156 MULT18X18D plus LUT multipliers. Buffers in the 208 EBR (18 Kbit each): ABUF 16K x 128
     # bits (128 EBR, so MobileNetV1-0.25's activations fit), WBUF 4K x 144 (36; weights beyond it
     # stream), ACCBUF 512 x 512 (15), IMEM 512 x 256 (8), PBUF 1K x 64 (4): 191. Two QLinearAdd
-    # lanes (one is about 6,000 LUTs): a VECTOR ADD row takes 8 cycles instead of 2.
+    # lanes (one is about 6,000 LUTs): a VECTOR ADD row takes 8 cycles instead of 2. Four
+    # requantizer lanes (16 DSPs; 140 PEs on DSPs): a last-K-tile row every 4 cycles. Yosys
+    # counts with 16 / 8 / 4 requantizer lanes: about 90,000 / 76,500 / 69,700 LUT4 + 2 x CCU2C.
     "ulx3s-85f": HardwareConfig(
         name="ulx3s-85f", rows=16, cols=16,
         imem=BufferSpec(512, "ebr"), abuf=BufferSpec(16384, "ebr"), wbuf=BufferSpec(4096, "ebr"),
         accbuf=BufferSpec(512, "ebr"), pbuf=BufferSpec(1024, "ebr"),
-        clock_hz=125_000_000, board="ulx3s-85f", qadd_lanes=2),
+        clock_hz=125_000_000, board="ulx3s-85f", qadd_lanes=2, requant_lanes=4),
 }
 
 
