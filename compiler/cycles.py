@@ -74,7 +74,8 @@ def vector_cycles(config: HardwareConfig, vop, count: int, c_chunks: int = 1, kh
 
     Measured on the RTL (``tests/sim/test_conv_core.py``): ``MAX`` steps over every tap of
     every chunk of every output pixel (taps in the padding too), ``GSUM`` sums at least
-    ``rows - 1`` cycles per chunk while the parameters load, ``ADD`` reads two words per row
+    ``rows - 1`` cycles per chunk while the parameters load (``rows`` with shared
+    requantizer lanes, ``requant_spacing > 1``), ``ADD`` reads two words per row
     into the QLinearAdd lanes, a row every ``max(2, S)`` cycles with ``S =
     config.qadd_spacing`` (``rows / qadd_lanes``), and drains their ``21 + S`` stages.
     """
@@ -83,7 +84,9 @@ def vector_cycles(config: HardwareConfig, vop, count: int, c_chunks: int = 1, kh
     if vop == Vop.MAX:
         return count * c_chunks * kh * kw + 9
     if vop == Vop.GSUM:
-        return c_chunks * (max(count, config.rows - 1) + 2) + 17 + config.requant_spacing - 1
+        # a chunk waits for its rows parameter words: rows - 1 cycles, one more with shared requantizer lanes
+        floor = config.rows - 1 + (config.requant_spacing > 1)
+        return c_chunks * (max(count, floor) + 2) + 17 + config.requant_spacing - 1
     spacing = config.qadd_spacing
     return (count - 1) * max(2, spacing) + 36 + spacing
 

@@ -174,3 +174,16 @@ def test_concat(rtl, scales, tmp_path):
     print("seed", SEED)
     for xi in x:
         check(rtl, path, xi[None])
+
+
+@pytest.mark.parametrize("channels, size", [(4, 1), (8, 1), (4, 2), (8, 3)])
+def test_small_global_pool_cycles_on_shared_requantizer_lanes(icebreaker_rtl, channels, size):
+    """GSUM over fewer pixels than rows waits for its parameters; with one requantizer lane one cycle more per chunk."""
+    from tests.test_conv_backend import _qconv_model
+    model = accel.load_model(_qconv_model(4, size, size, channels, (1, 1), gap=True).SerializeToString())
+    artifact = compile_model(model, ICEBREAKER)
+    x = np.random.default_rng(SEED).normal(0, 3, (1, 4, size, size)).astype(np.float32)
+    print("seed", SEED)
+    emu = accel.open_device("emu").load(artifact)
+    assert np.array_equal(icebreaker_rtl.load(artifact).run(x), emu.run(x))
+    assert icebreaker_rtl.last_cycles == emu.last_cycles == [sum(layer["cycles"] for layer in artifact.layers)]
