@@ -18,7 +18,7 @@ from dataclasses import dataclass
 __all__ = ["HW_REVISION", "BufferSpec", "HardwareConfig", "PRESETS", "preset", "preset_names"]
 
 # Bump when the hardware's behaviour or the ISA changes, so old artifacts are refused.
-HW_REVISION = 4
+HW_REVISION = 5
 
 BUFFER_KINDS = ("auto", "lutram", "ebr", "spram")
 
@@ -183,24 +183,26 @@ PRESETS: dict[str, HardwareConfig] = {
         imem=BufferSpec(1024), abuf=BufferSpec(16384), wbuf=BufferSpec(131072),
         accbuf=BufferSpec(1024), pbuf=BufferSpec(2048), clock_hz=50_000_000),
     # iCE40 UP5K: 16 PEs on 8 SB_MAC16 (two 8x8 products each), big buffers in the 128 KiB SPRAM,
-    # one requantizer lane for the four columns (a lane is about 2,500 LUT4s without DSPs).
+    # one requantizer lane for the four columns (a lane is about 2,500 LUT4s without DSPs), one
+    # QLinearAdd lane (about 940 LUT4 and 4 EBR for its table): a VECTOR ADD row every 4 cycles.
     "icebreaker": HardwareConfig(
         name="icebreaker", rows=4, cols=4,
         imem=BufferSpec(256, "ebr"), abuf=BufferSpec(16384, "spram"), wbuf=BufferSpec(16384, "spram"),
         accbuf=BufferSpec(256, "ebr"), pbuf=BufferSpec(256, "ebr"),
-        weight_bits=8, clock_hz=30_000_000, board="icebreaker", requant_lanes=1),
+        weight_bits=8, clock_hz=30_000_000, board="icebreaker", requant_lanes=1, qadd_lanes=1),
     # ECP5-85F: a 16x16 array (ResNet-8's and DS-CNN's 16/32/64 channels fill it), 256 products on
     # the 156 MULT18X18D plus LUT multipliers. Buffers in the 208 EBR (18 Kbit each): ABUF 16K x 128
     # bits (128 EBR, so MobileNetV1-0.25's activations fit), WBUF 4K x 144 (36; weights beyond it
-    # stream), ACCBUF 512 x 512 (15), IMEM 512 x 256 (8), PBUF 1K x 64 (4): 191. Two QLinearAdd
-    # lanes (one is about 6,000 LUTs): a VECTOR ADD row takes 8 cycles instead of 2. Four
+    # stream), ACCBUF 512 x 512 (15), IMEM 512 x 256 (8), PBUF 1K x 64 (4): 191. Eight QLinearAdd
+    # lanes (about 1,200 LUT4 and 2 EBR each for the table recipe): a VECTOR ADD row every
+    # 2 cycles, as fast as the two ABUF reads per row allow. Four
     # requantizer lanes (16 DSPs; 140 PEs on DSPs): a last-K-tile row every 4 cycles. Yosys
     # counts with 16 / 8 / 4 requantizer lanes: about 90,000 / 76,500 / 69,700 LUT4 + 2 x CCU2C.
     "ulx3s-85f": HardwareConfig(
         name="ulx3s-85f", rows=16, cols=16,
         imem=BufferSpec(512, "ebr"), abuf=BufferSpec(16384, "ebr"), wbuf=BufferSpec(4096, "ebr"),
         accbuf=BufferSpec(512, "ebr"), pbuf=BufferSpec(1024, "ebr"),
-        clock_hz=125_000_000, board="ulx3s-85f", qadd_lanes=2, requant_lanes=4),
+        clock_hz=125_000_000, board="ulx3s-85f", qadd_lanes=8, requant_lanes=4),
 }
 
 

@@ -12,14 +12,14 @@ requantization from ``PBUF[p_addr .. p_addr+cols-1]``, ``y_zp``, the clamp ``[y_
 and land in ``ABUF[y_addr + m*y_stride]``.
 """
 
-
+import numpy as np
 from amaranth.hdl import signed, unsigned
 from amaranth.lib import data, enum
 
 __all__ = [
     "INSN_BITS", "PARAM_BITS", "Opcode", "Vop", "Insn", "ConvGeometry", "AddParams", "ParamWord", "Memory",
     "Command", "ACK", "NACK", "PAUSED", "IDENT_MAGIC", "encode", "decode", "matmul", "sync", "halt", "setconv", "vector",
-    "add_params", "param_word", "stream",
+    "add_params", "add_recipe", "ADD_TABLE_WORDS", "param_word", "stream",
     "pack_values", "unpack_values",
 ]
 
@@ -99,25 +99,25 @@ class ConvGeometry(data.Struct):
 
 
 class AddParams(data.Struct):
-    """Lay out the two PBUF words (128 bits) of one VECTOR ADD: onnxruntime's QLinearAdd constants.
+    """Lay out the first PBUF word of one VECTOR ADD: a QLinearAdd layer's integer recipe.
 
-    Per byte lane, with the inputs ``a``, ``b`` read as int8/uint8 per ``x_signed``:
-    ``X = a + shift``, ``Y = b + shift``, ``inner = fma32(Y, ry, fixed)``,
-    ``v = fma32(X, rx, inner)``, ``q = rne(v)`` (``|v| >= 2**31`` gives the kernel type's
-    minimum, otherwise saturate to the kernel type: uint8 if ``shift`` or not
-    ``kernel_signed``), ``y = clamp(q - shift, y_lo, y_hi)``. ``rx = rx_mant * 2**rx_exp``
-    etc. (``numerics.qlinear_add_integer``).
+    The word is followed by the recipe's table, ``ADD_TABLE_WORDS`` PBUF words of two
+    int32 entries each (entry ``2k`` in the low half of word ``k``). Per byte lane, with
+    ``x`` the ``a`` operand's byte and ``t`` the ``b`` operand's byte (``x`` read as int8 or
+    uint8 per ``x_signed``): ``w = x * mult + table[t]``, ``q = w >> shift`` (floor), minus
+    one if ``tie_even`` and the shifted-out bits are zero and ``q`` is odd, then clamped to
+    ``[y_lo, y_hi]`` and the output type (``numerics.AddRecipe``, ``docs/numerics.md``
+    section 7).
     """
 
-    rx_mant: unsigned(24)
-    rx_exp: signed(10)
-    ry_mant: unsigned(24)
-    ry_exp: signed(10)
-    fixed_mant: signed(26)
-    fixed_exp: signed(10)
-    shift: unsigned(8)
-    kernel_signed: unsigned(1)
-    _reserved: unsigned(128 - 113)
+    mult: unsigned(24)
+    shift: unsigned(5)
+    tie_even: unsigned(1)
+    _reserved: unsigned(PARAM_BITS - 30)
+
+
+#: PBUF words of a VECTOR ADD's table (256 int32 entries, two per word).
+ADD_TABLE_WORDS = 128
 
 
 class ParamWord(data.Struct):
@@ -160,7 +160,7 @@ PAUSED = 0xA6
 assert data.Layout.cast(Insn).size == INSN_BITS
 assert data.Layout.cast(ConvGeometry).size == INSN_BITS
 assert data.Layout.cast(ParamWord).size == PARAM_BITS
-assert data.Layout.cast(AddParams).size == 2 * PARAM_BITS
+assert data.Layout.cast(AddParams).size == PARAM_BITS
 
 
 def encode(**fields) -> int:
@@ -186,10 +186,24 @@ def vector(vop, **fields) -> int:
     return encode(opcode=Opcode.VECTOR, vop=vop, **fields)
 
 
-def add_params(**fields) -> tuple[int, int]:
-    """Return the two PBUF words (low, high) of one VECTOR ADD's constants."""
-    bits = AddParams.const(fields).as_bits()
-    return bits & ((1 << PARAM_BITS) - 1), bits >> PARAM_BITS
+def add_params(recipe) -> list[int]:
+    """Return the ``1 + ADD_TABLE_WORDS`` PBUF words of one VECTOR ADD from a ``numerics.AddRecipe``."""
+    head = AddParams.const({"mult": recipe.mult, "shift": recipe.shift,
+                            "tie_even": int(recipe.tie_even)}).as_bits()
+    entries = [int(v) & 0xFFFF_FFFF for v in recipe.table]
+    return [head] + [entries[2 * k] | entries[2 * k + 1] << 32 for k in range(ADD_TABLE_WORDS)]
+
+
+def add_recipe(words) -> "numerics.AddRecipe":
+    """Decode the ``1 + ADD_TABLE_WORDS`` PBUF words of one VECTOR ADD (the inverse of :func:`add_params`).
+
+    The multiplied operand is the instruction's ``a`` operand, so ``x_is_b`` is False.
+    """
+    from . import numerics
+    head = data.Const(data.Layout.cast(AddParams), int(words[0]))
+    entries = [int(w) >> half & 0xFFFF_FFFF for w in words[1:1 + ADD_TABLE_WORDS] for half in (0, 32)]
+    table = np.array([e - (1 << 32) if e >> 31 else e for e in entries], np.int64)
+    return numerics.AddRecipe(int(head.mult), int(head.shift), bool(head.tie_even), False, table)
 
 
 def matmul(**fields) -> int:

@@ -16,6 +16,7 @@ integer type.
 
 from __future__ import annotations
 
+import dataclasses
 import operator
 
 import numpy as np
@@ -29,7 +30,7 @@ __all__ = [
     "requantize",
     "requantize_integer",
     "qlinear_add",
-    "qlinear_add_integer", "qlinear_add_params", "qlinear_add_lanes",
+    "AddRecipe", "qlinear_add_recipe", "qlinear_add_by_recipe",
     "qlinear_global_avgpool",
     "qlinear_avgpool",
     "requantize_linear",
@@ -508,9 +509,14 @@ def qlinear_add(a, a_scale, a_zp, b, b_scale, b_zp, c_scale, c_zp, dtype, clamp=
     """
     X, rx, zx, Y, ry, zy, zc, kernel_dt, shift, dt, lo, hi = _qlinear_add_operands(
         a, a_scale, a_zp, b, b_scale, b_zp, c_scale, c_zp, dtype, clamp, qdq_s8_to_u8)
+    return _qlinear_add_from_operands(X, rx, zx, Y, ry, zy, zc, kernel_dt, shift, lo, hi).astype(dt)
+
+
+def _qlinear_add_from_operands(X, rx, zx, Y, ry, zy, zc, kernel_dt, shift, lo, hi):
+    """Return the kernel's result (int64) for operands in ORT's order, shifted back and clamped."""
     info = np.iinfo(kernel_dt)
     y = np.clip(_cvtps_epi32(_qlinear_add_kernel(X, rx, zx, Y, ry, zy, zc)), info.min, info.max) - shift
-    return np.clip(y, lo, hi).astype(dt)
+    return np.clip(y, lo, hi)
 
 
 def _qlinear_add_fixed(rx, zx, ry, zy, zc):
@@ -545,111 +551,140 @@ def _float32_parts(v):
     return np.where(bits >> 31 != 0, -m, m), e
 
 
-_EXP_NONE = 1 << 20  # exponent sentinel for a zero term
+@dataclasses.dataclass(frozen=True)
+class AddRecipe:
+    """One QLinearAdd layer as the hardware computes it: a multiply, a table lookup and a shift.
 
+    Per element, with ``x`` the code of the multiplied input (``b`` if ``x_is_b``, else
+    ``a``; int8 or uint8 as stored) and ``t`` the other input's code::
 
-def _align_with_sticky(t, e, g):
-    """Return signed ``t * 2**(e - g)`` as an integer; bits shifted out are OR-ed into the LSB (jamming)."""
-    d = e - g
-    mag = np.abs(t)
-    up = np.left_shift(mag, np.clip(d, 0, 62))
-    k = np.clip(-d, 0, 63)
-    down = mag >> k
-    lost = (down << k) != mag
-    mag = np.where(d >= 0, up, down | lost)
-    return np.where(t < 0, -mag, mag)
+        w = x * mult + table[t & 0xFF]                  (exact; |w| < 2**33)
+        q = w >> shift                                   (floor)
+        q = q - 1   if tie_even and w % 2**shift == 0 and q is odd
+        y = clamp(q, lo, hi)
 
-
-def _fma_round_f32_integer(x, xm, xe, am, ae):
-    """Return float32 ``fma(x, xm * 2**xe, am * 2**ae)`` as ``(m, e)``, integer operations only.
-
-    ``x`` is an 8-bit integer, ``xm`` a positive 24-bit mantissa, ``am`` a
-    signed mantissa with ``|am| <= 2**24``.  The exact sum is formed on the
-    grid ``2**g`` with ``g = max(lowest exponent, top - 60)``: a term that
-    lies wholly below that grid is at least 2**36 times smaller than the
-    other, so only its "sticky" (nonzero) bit can matter, and it is jammed
-    into the LSB.  The sum (< 2**61) is then rounded half-even to 24
-    significant bits.  The result has ``|m| <= 2**24``.
+    :func:`qlinear_add_recipe` finds the constants and checks them against
+    :func:`qlinear_add` on all 65,536 input pairs, so ``y`` equals onnxruntime's result
+    for every input (``docs/numerics.md``, section 7).
     """
-    p = x * xm  # |p| < 2**32
-    p_e = np.where(p != 0, xe, _EXP_NONE)
-    a_e = np.where(am != 0, ae, _EXP_NONE)
-    top = np.maximum(np.where(p != 0, xe + _bit_length(np.abs(p)), -_EXP_NONE),
-                     np.where(am != 0, ae + _bit_length(np.abs(am)), -_EXP_NONE))
-    g = np.maximum(np.minimum(p_e, a_e), top - 60)
-    total = _align_with_sticky(p, xe, g) + _align_with_sticky(am, ae, g)
-    mag = np.abs(total)
-    t = np.maximum(_bit_length(mag) - 24, 0)
-    m = _shift_right_rne(mag, t)
-    e = np.where(total != 0, g + t, 0)
-    return np.where(total < 0, -m, m), e
+
+    mult: int               # 1 <= mult < 2**24
+    shift: int              # 0 <= shift <= 31
+    tie_even: bool          # round ties to even (the table holds exact values plus one half)
+    x_is_b: bool            # the multiplied input is b (the table is indexed by a's code)
+    table: np.ndarray       # int64[256], by the table input's byte; each fits int32
 
 
-def qlinear_add_params(a_scale, a_zp, b_scale, b_zp, c_scale, c_zp, dtype, *, qdq_s8_to_u8=False,
-                       swap=False) -> dict:
-    """Return the per-layer QLinearAdd constants (the fields of ``isa.AddParams``) as ORT derives them.
-
-    ``rx``, ``ry`` and ``fixed`` are computed in float32 exactly as ORT does and returned as
-    ``(mantissa, exponent)`` pairs. ``swap`` is ORT's operand swap (``a`` is the broadcast
-    scalar input): the kernel's X is then ``b``. With ``qdq_s8_to_u8`` (int8 only) the
-    kernel runs in uint8 on codes ``+128``.
-    """
-    dt = _quant_dtype(dtype)
-    codes = np.zeros(2, dt)  # equal shapes: ORT does not swap
-    _, rx, zx, _, ry, zy, zc, kernel_dt, shift, *_ = _qlinear_add_operands(
-        codes, a_scale, a_zp, codes, b_scale, b_zp, c_scale, c_zp, dt, None, qdq_s8_to_u8)
-    if swap:
-        rx, zx, ry, zy = ry, zy, rx, zx
-    return _add_params(rx, zx, ry, zy, zc, kernel_dt, shift)
+#: Bounds of the recipe's constants (the hardware's widths, ``isa.AddParams``).
+ADD_MULT_LIMIT = 1 << 24
+ADD_SHIFT_MAX = 31
+ADD_TABLE_MIN, ADD_TABLE_MAX = -(1 << 31), (1 << 31) - 1
 
 
-def _add_params(rx, zx, ry, zy, zc, kernel_dt, shift) -> dict:
-    fixed = _qlinear_add_fixed(rx, zx, ry, zy, zc)
-    (rxm, rxe), (rym, rye), (fm, fe) = ((int(m), int(e)) for m, e in map(_float32_parts, (rx, ry, fixed)))
-    return {"rx_mant": rxm, "rx_exp": rxe, "ry_mant": rym, "ry_exp": rye, "fixed_mant": fm, "fixed_exp": fe,
-            "shift": int(shift), "kernel_signed": int(np.dtype(kernel_dt) == np.int8)}
-
-
-def qlinear_add_lanes(x, y, params: dict, lo: int, hi: int) -> np.ndarray:
-    """Add byte lanes with integer-only arithmetic, driven by :func:`qlinear_add_params` constants.
-
-    ``x`` and ``y`` are the stored codes of the kernel's X and Y operands (int64 arrays).
-    ``X = x + shift``, ``Y = y + shift``, ``inner = fma32(Y, ry, fixed)``,
-    ``v = fma32(X, rx, inner)`` (two float32 fused multiply-adds of an 8-bit integer by a
-    24-bit mantissa, in integer logic, see ``docs/numerics.md``), ``q = rne(v)``:
-    ``|v| >= 2**31`` gives the kernel type's minimum like CVTPS2DQ, anything else saturates
-    to the kernel type (uint8 when ``shift`` is set or not ``kernel_signed``); then
-    ``clamp(q - shift, lo, hi)``.
-    """
-    shift = params["shift"]
-    X, Y = np.asarray(x, np.int64) + shift, np.asarray(y, np.int64) + shift
-    im, ie = _fma_round_f32_integer(Y, params["ry_mant"], params["ry_exp"], params["fixed_mant"], params["fixed_exp"])
-    vm, ve = _fma_round_f32_integer(X, params["rx_mant"], params["rx_exp"], im, ie)
-    mag = np.abs(vm)
-    too_big = (mag != 0) & (ve + _bit_length(mag) > 31)  # |v| >= 2**31: CVTPS2DQ gives INT32_MIN
-    q = np.where(ve >= 0, np.left_shift(mag, np.clip(ve, 0, 8)),  # >= 2**23 here: saturates below
-                 _shift_right_rne(mag, np.clip(-ve, 0, 63)))
-    q = np.where(vm < 0, -q, q)
-    info = np.iinfo(np.int8 if params["kernel_signed"] and not shift else np.uint8)
-    q = np.where(too_big, info.min, np.clip(q, info.min, info.max)) - shift
+def qlinear_add_by_recipe(x, t, recipe: AddRecipe, lo: int, hi: int) -> np.ndarray:
+    """Apply an :class:`AddRecipe` to the codes ``x`` (multiplied) and ``t`` (table index), integer only."""
+    w = np.asarray(x, np.int64) * recipe.mult + recipe.table[np.asarray(t, np.int64) & 0xFF]
+    q = w >> recipe.shift
+    if recipe.tie_even:
+        q = q - ((w & ((1 << recipe.shift) - 1) == 0) & (q & 1 == 1))
     return np.clip(q, lo, hi)
 
 
-def qlinear_add_integer(a, a_scale, a_zp, b, b_scale, b_zp, c_scale, c_zp, dtype, clamp=None, *,
-                        qdq_s8_to_u8=False) -> np.ndarray:
-    """Compute :func:`qlinear_add` with integer-only arithmetic per element, as hardware will.
+def qlinear_add_recipe(a_scale, a_zp, b_scale, b_zp, c_scale, c_zp, dtype, clamp=None, *, qdq_s8_to_u8=False,
+                       swap=False) -> AddRecipe:
+    """Return an :class:`AddRecipe` equal to :func:`qlinear_add` on every pair of codes.
 
-    The per-layer constants ``rx``, ``ry`` (float32 scale ratios) and ``fixed`` are
-    computed once in float32 exactly as ORT does (:func:`qlinear_add_params`) and handed to
-    the datapath as (mantissa, exponent) pairs; per element :func:`qlinear_add_lanes`
-    evaluates the two fused multiply-adds with integer logic. Bit-identical to
-    :func:`qlinear_add`, including ``qdq_s8_to_u8``.
+    ``swap`` is ORT's operand swap (``a`` is the broadcast scalar input, so the kernel's X
+    is ``b``). Two kinds of recipe are tried, the smallest ``shift`` first:
+
+    * floor: ``mult`` is ``r * 2**shift`` rounded down or up (``r`` the multiplied input's
+      float32 scale ratio) and each table entry is any integer in the interval that makes
+      all 256 outputs of its row right (the intervals come from the exact outputs);
+    * exact ties: when the multiplied input is the kernel's X, ``X * rx + inner[Y]`` scaled
+      by ``2**shift`` is an integer, so the table holds it exactly plus one half, and ties
+      round to even as CVTPS2DQ does (scale ratios like 1/2 make ties).
+
+    Raises ``ValueError`` naming the scales when no recipe fits the hardware's widths.
     """
+    dt = _quant_dtype(dtype)
+    info = np.iinfo(dt)
+    codes = np.arange(info.min, info.max + 1, dtype=np.int64)
+    a, b = np.meshgrid(codes, codes, indexing="ij")
     X, rx, zx, Y, ry, zy, zc, kernel_dt, shift, dt, lo, hi = _qlinear_add_operands(
-        a, a_scale, a_zp, b, b_scale, b_zp, c_scale, c_zp, dtype, clamp, qdq_s8_to_u8)
-    params = _add_params(rx, zx, ry, zy, zc, kernel_dt, shift)
-    X, Y = np.broadcast_arrays(X, Y)
-    return qlinear_add_lanes(X - shift, Y - shift, params, lo, hi).astype(dt)
+        a.astype(dt), a_scale, a_zp, b.astype(dt), b_scale, b_zp, c_scale, c_zp, dt, clamp, qdq_s8_to_u8)
+    if swap:
+        X, rx, zx, Y, ry, zy = Y, ry, zy, X, rx, zx
+    exact = _qlinear_add_from_operands(X, rx, zx, Y, ry, zy, zc, kernel_dt, shift, lo, hi)  # [a, b]
+    ratio = {False: float(np.float32(a_scale) / np.float32(c_scale)),   # x = a
+             True: float(np.float32(b_scale) / np.float32(c_scale))}    # x = b
+    for x_is_b in (swap, not swap):
+        want = exact.T if x_is_b else exact   # [x, t]
+        for s in range(ADD_SHIFT_MAX + 1):
+            for mult in sorted({int(np.floor(ratio[x_is_b] * 2.0**s)), int(np.ceil(ratio[x_is_b] * 2.0**s))}):
+                table = _floor_recipe_table(want, codes, mult, s, lo, hi) if 0 < mult < ADD_MULT_LIMIT else None
+                if table is not None:
+                    recipe = AddRecipe(mult, s, False, x_is_b, table)
+                    if _recipe_matches(recipe, codes, want, lo, hi):
+                        return recipe
+    recipe = _exact_tie_recipe(rx, zx, ry, zy, zc, shift, dt, x_is_b=swap)
+    if recipe is not None and _recipe_matches(recipe, codes, exact.T if swap else exact, lo, hi):
+        return recipe
+    raise ValueError(f"no integer QLinearAdd recipe (a 24-bit multiplier, an int32 table, a shift of at most "
+                     f"{ADD_SHIFT_MAX}) equals onnxruntime for scales a {float(a_scale):g}, b {float(b_scale):g}, "
+                     f"y {float(c_scale):g} and zero points {int(a_zp)}, {int(b_zp)}, {int(c_zp)}")
+
+
+def _floor_recipe_table(want, codes, mult, s, lo, hi):
+    """Return the table making ``floor((x * mult + T[t]) / 2**s)`` clamp to ``want[x, t]``, or None."""
+    one = 1 << s
+    product = codes[:, None] * mult
+    low = np.where(want > lo, want * one - product, ADD_TABLE_MIN).max(axis=0)
+    high = np.where(want < hi, (want + 1) * one - product, ADD_TABLE_MAX + 1).min(axis=0)  # exclusive
+    low, high = np.maximum(low, ADD_TABLE_MIN), np.minimum(high, ADD_TABLE_MAX + 1)
+    if not np.all(low < high):
+        return None
+    table = np.zeros(256, np.int64)
+    table[codes & 0xFF] = low + (high - 1 - low) // 2
+    return table
+
+
+def _exact_tie_recipe(rx, zx, ry, zy, zc, shift, dt, *, x_is_b):
+    """Return the exact round-half-even recipe, or None when it does not fit the widths.
+
+    The multiplied input is the kernel's X: ``v - shift = x * rx + (shift * rx + inner[t + shift] - shift)``
+    exactly, so with ``s`` large enough for every term to be an integer multiple of
+    ``2**-s``, the table holds the second term times ``2**s`` plus one half.
+    """
+    codes = np.arange(np.iinfo(dt).min, np.iinfo(dt).max + 1, dtype=np.int64)
+    fixed = _qlinear_add_fixed(rx, zx, ry, zy, zc)
+    inner = _fma_f32((codes + shift).astype(np.float32), np.float32(ry), fixed)
+    terms = [_strip_trailing_zeros(int(m), int(e)) for m, e in zip(*_float32_parts(np.append(inner, np.float32(rx))))]
+    s = max([1] + [-e for m, e in terms if m != 0])
+    if s > ADD_SHIFT_MAX:
+        return None
+    (rm, re_), inner_terms = terms[-1], terms[:-1]
+    mult = rm << (re_ + s)
+    if not 0 < mult < ADD_MULT_LIMIT:
+        return None
+    table = np.zeros(256, np.int64)
+    for code, (m, e) in zip(codes, inner_terms):
+        table[code & 0xFF] = shift * mult + (m << (e + s) if m else 0) - (shift << s) + (1 << (s - 1))
+    return AddRecipe(mult, s, True, x_is_b, table)
+
+
+def _strip_trailing_zeros(m: int, e: int) -> tuple[int, int]:
+    """Return ``(m', e')`` with ``m' * 2**e' == m * 2**e`` and ``m'`` odd (or zero)."""
+    while m and not m & 1:
+        m, e = m >> 1, e + 1
+    return m, e
+
+
+def _recipe_matches(recipe, codes, want, lo, hi) -> bool:
+    """Check ``recipe`` on all pairs ``want[x, t]`` and the hardware's widths."""
+    w = codes[:, None] * recipe.mult + recipe.table[codes & 0xFF][None, :]
+    return (bool(np.all(np.abs(w) < 1 << 33))
+            and bool(np.all(recipe.table >= ADD_TABLE_MIN)) and bool(np.all(recipe.table <= ADD_TABLE_MAX))
+            and np.array_equal(qlinear_add_by_recipe(codes[:, None], codes[None, :], recipe, lo, hi), want))
 
 
 # --------------------------------------------------------------------------

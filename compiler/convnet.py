@@ -121,8 +121,8 @@ class NetLayer:
     tile_chunk: list[int] = field(default_factory=list)     # per column tile: first input chunk read (conv)
     bias: np.ndarray | None = None                          # int64 [n_tiles*cols] (gap: [S*R])
     multiplier: np.ndarray | None = None                    # float32, same shape
-    add_words: tuple[int, int] | None = None                # add: the two PBUF words
-    swap_operands: bool = False                             # add: ORT's X is the second input
+    add_words: list[int] | None = None                      # add: the recipe's PBUF words (isa.add_params)
+    swap_operands: bool = False                             # add: the hardware multiplies the second input
     copy_input: int = 0                                     # copy: which concat input
     copy_channels: int = 0                                  # copy: its channels
     k_tiles: int = 0
@@ -143,7 +143,7 @@ class NetLayer:
     @property
     def pbuf_words(self) -> int:
         if self.add_words is not None:
-            return 2
+            return len(self.add_words)
         return 0 if self.bias is None else len(self.bias)
 
 
@@ -678,15 +678,15 @@ class FoldWeights(NetStage):
         yq = a.get("y_quant") or g.tensors[node.outputs[0]].quant
         shape = g.tensors[node.inputs[0]].shape
         # ORT's kernel swaps its operands only for a broadcast scalar span; the shapes here are equal.
-        layer.swap_operands = bool(numerics._input0_is_span_scalar(shape, shape))
-        params = numerics.qlinear_add_params(aq.scale[0], aq.zero_point[0], bq.scale[0], bq.zero_point[0],
-                                             yq.scale[0], yq.zero_point[0], layer.x_dtype,
-                                             qdq_s8_to_u8=bool(a.get("qdq_s8_to_u8", False)),
-                                             swap=layer.swap_operands)
-        for mant, name in ((params["rx_mant"], "a_scale / y_scale"), (params["ry_mant"], "b_scale / y_scale")):
-            if not (1 << 23) <= mant < 1 << 24:
-                raise CompileError(f"{_where(program, node)}: the scale ratio {name} is zero or subnormal")
-        layer.add_words = isa.add_params(**params)
+        try:
+            recipe = numerics.qlinear_add_recipe(
+                aq.scale[0], aq.zero_point[0], bq.scale[0], bq.zero_point[0], yq.scale[0], yq.zero_point[0],
+                layer.x_dtype, (layer.y_lo, layer.y_hi), qdq_s8_to_u8=bool(a.get("qdq_s8_to_u8", False)),
+                swap=bool(numerics._input0_is_span_scalar(shape, shape)))
+        except ValueError as e:
+            raise CompileError(f"{_where(program, node)}: {e}") from None
+        layer.swap_operands = recipe.x_is_b
+        layer.add_words = isa.add_params(recipe)
         layer.macs = 0
 
 
@@ -1017,7 +1017,7 @@ class EmitNetProgram(NetStage):
         if not layer.tiles and pbuf is not None:
             layer.p_addr = pbuf_base + len(pbuf)
             if layer.add_words is not None:
-                pbuf += list(layer.add_words)
+                pbuf += layer.add_words
             elif layer.bias is not None:
                 pbuf += param_words(layer.bias, layer.multiplier, len(layer.bias))
 

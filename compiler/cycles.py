@@ -75,9 +75,10 @@ def vector_cycles(config: HardwareConfig, vop, count: int, c_chunks: int = 1, kh
     Measured on the RTL (``tests/sim/test_conv_core.py``): ``MAX`` steps over every tap of
     every chunk of every output pixel (taps in the padding too), ``GSUM`` sums at least
     ``rows - 1`` cycles per chunk while the parameters load (``rows`` with shared
-    requantizer lanes, ``requant_spacing > 1``), ``ADD`` reads two words per row
-    into the QLinearAdd lanes, a row every ``max(2, S)`` cycles with ``S =
-    config.qadd_spacing`` (``rows / qadd_lanes``), and drains their ``21 + S`` stages.
+    requantizer lanes, ``requant_spacing > 1``), ``ADD`` loads its recipe (``1 +
+    isa.ADD_TABLE_WORDS`` PBUF words, one per cycle), reads two words per row into the
+    QLinearAdd lanes, a row every ``max(2, S)`` cycles with ``S = config.qadd_spacing``
+    (``rows / qadd_lanes``), and drains their ``5 + S`` stages.
     """
     from ..isa import Vop
     vop = Vop(vop)
@@ -88,7 +89,7 @@ def vector_cycles(config: HardwareConfig, vop, count: int, c_chunks: int = 1, kh
         floor = config.rows - 1 + (config.requant_spacing > 1)
         return c_chunks * (max(count, floor) + 2) + 17 + config.requant_spacing - 1
     spacing = config.qadd_spacing
-    return (count - 1) * max(2, spacing) + 36 + spacing
+    return (count - 1) * max(2, spacing) + 147 + spacing
 
 
 class CycleModel:

@@ -14,6 +14,7 @@ from amaranth.lib.wiring import In, Out
 from .. import isa
 from ..config import HardwareConfig
 from .dsp import ProductBank, dsp_family
+from .lanes import collect_lanes, multiplex_lanes
 
 __all__ = ["Requantizer"]
 
@@ -167,51 +168,15 @@ class Requantizer(wiring.Component):
             entry.low.eq(_clamp(qmin, self.y_lo, self.y_hi)),
             entry.high.eq(_clamp(qmax, self.y_lo, self.y_hi)),
         ]
-        accs, params = self.i.payload.acc, self.params
-        if spacing > 1:
-            # Time-multiplexing: the lanes take columns 0 .. lanes-1 straight from the row;
-            # the later columns wait in holding registers that shift down by `lanes` columns
-            # per cycle. `phase` is the next cycle's phase (0: no row in progress).
-            phase = Signal(range(spacing))
-            held = Signal(side_layout)
-            held_acc = Signal(len(self.i.payload.acc.as_value()))
-            held_params = Signal(len(self.params.as_value()))
-            acc_step, param_step = c.acc_width * lanes, isa.PARAM_BITS * lanes
-            with m.If(self.i.valid):
-                m.d.sync += [held.eq(entry), phase.eq(1),
-                             held_acc.eq(self.i.payload.acc.as_value() >> acc_step),
-                             held_params.eq(self.params.as_value() >> param_step)]
-            with m.Elif(phase != 0):
-                m.d.sync += [phase.eq(Mux(phase == spacing - 1, 0, phase + 1)),
-                             held_acc.eq(held_acc >> acc_step), held_params.eq(held_params >> param_step)]
-            accs = data.View(data.ArrayLayout(signed(c.acc_width), c.cols),
-                             Mux(self.i.valid, self.i.payload.acc.as_value(), held_acc))
-            params = data.View(data.ArrayLayout(isa.ParamWord, c.cols),
-                               Mux(self.i.valid, self.params.as_value(), held_params))
-            muxed = Signal(side_layout)
-            with m.If(self.i.valid):
-                m.d.comb += muxed.eq(entry)
-            with m.Elif(phase != 0):
-                m.d.comb += [muxed.eq(held), muxed.phase.eq(phase)]
-            entry = muxed
+        # Time-multiplexed lanes (hdl/lanes.py): `entry` becomes this cycle's row, or part of one.
+        entry, row = multiplex_lanes(m, entry, {"acc": self.i.payload.acc, "params": self.params}, lanes)
         m.d.sync += side[0].eq(entry)
         for s in range(1, lane_stages):
             m.d.sync += side[s].eq(side[s - 1])
 
-        last = side[-1]
-        outputs = [self._lane(m, platform, j, accs[j], params[j], side) for j in range(lanes)]
-        # Columns of the row's earlier cycles wait for its last cycle's, then leave together.
-        for p in range(spacing):
-            for j in range(lanes):
-                column = p * lanes + j
-                if p == spacing - 1:
-                    m.d.comb += self.o.payload.data[column].eq(outputs[j])
-                else:
-                    kept = Signal(8, name=f"out{column}")
-                    with m.If(last.valid & (last.phase == p)):
-                        m.d.sync += kept.eq(outputs[j])
-                    m.d.comb += self.o.payload.data[column].eq(kept)
-        m.d.comb += [self.o.valid.eq(last.valid & (last.phase == spacing - 1)), self.o.payload.tag.eq(last.tag)]
+        outputs = [self._lane(m, platform, j, row["acc"][j], row["params"][j], side) for j in range(lanes)]
+        m.d.comb += [self.o.valid.eq(collect_lanes(m, outputs, side[-1], self.o.payload.data)),
+                     self.o.payload.tag.eq(side[-1].tag)]
         return m
 
     @staticmethod

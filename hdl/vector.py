@@ -45,10 +45,11 @@ class VectorUnit(wiring.Component):
       ``rows`` ParamWords ``PBUF[p_addr + cc*rows ..]`` load, then one row into the
       requantizer (``y_zp``, clamp, ``y_signed``) and its result to ``ABUF[y_addr + cc]``.
       TODO: with ``acc_width = 24`` the requantizer sees the sums modulo ``2**24``.
-    * ``ADD``: the two :class:`accel.isa.AddParams` words from ``PBUF[p_addr]`` and
-      ``PBUF[p_addr + 1]``, then per row ``i`` two reads (``ABUF[a_addr + i*a_stride]`` and
+    * ``ADD``: the :class:`accel.isa.AddParams` word ``PBUF[p_addr]`` and the recipe's table
+      (``PBUF[p_addr + 1 ..]``, ``isa.ADD_TABLE_WORDS`` words, written into the lanes' tables
+      one word per cycle), then per row ``i`` two reads (``ABUF[a_addr + i*a_stride]`` and
       ``ABUF[w_addr + i*b_stride]``) into a :class:`~accel.hdl.qadd.QAddLanes` (its own,
-      ``21 + Q`` stages with ``Q = config.qadd_spacing``) whose rows land at
+      ``qadd.latency`` stages with ``Q = config.qadd_spacing``) whose rows land at
       ``ABUF[y_addr + i*y_stride]``. With ``Q > 2`` (fewer lanes than bytes) the first
       read of the next row waits so that rows enter the lanes ``Q`` cycles apart.
 
@@ -56,10 +57,11 @@ class VectorUnit(wiring.Component):
     next instruction's fetch when nothing is in flight before it, takes
     ``count * c_chunks * kh * kw + 9`` cycles for ``MAX``,
     ``c_chunks * (max(count, rows - 1) + 2) + 8 + L`` for ``GSUM`` (``L`` the requantizer's
-    latency) and ``(count - 1) * max(2, Q) + 36 + Q`` for ``ADD`` (``2 * count + 35`` with
+    latency) and ``(count - 1) * max(2, Q) + 147 + Q`` for ``ADD`` (``2 * count + 146`` with
     one lane per byte; fetch and decode 2, the drain check 1, three cycles of address
-    preparation, the loop, then the pipeline drain: 1 for ``MAX``, the requantizer's
-    latency (9 with one lane per column) or the add lanes' ``21 + Q``).
+    preparation, 130 cycles of recipe loading for ``ADD``, the loop, then the pipeline
+    drain: 1 for ``MAX``, the requantizer's latency (9 with one lane per column) or the add
+    lanes' ``5 + Q``).
 
     Members
     -------
@@ -200,9 +202,10 @@ class VectorUnit(wiring.Component):
 
         # -- ADD: two reads per row into the QLinearAdd lanes -------------------------------
         m.submodules.qadd = qadd = QAddLanes(c, tag_width=TAG_WIDTH)
-        ad_params = Signal(2 * isa.PARAM_BITS)
-        ad_pb_left = Signal(2)
+        ad_params = Signal(isa.PARAM_BITS)
+        ad_pb_left = Signal(range(isa.ADD_TABLE_WORDS + 2))   # PBUF words still to read
         ad_pb_store = Signal()
+        ad_pb_word = Signal(range(isa.ADD_TABLE_WORDS + 1))   # PBUF words stored: the head, then table words
         ad_i = Signal(16)
         ad_b_phase = Signal()      # the next read is the second operand
         ad_a_addr = Signal(A)      # a_addr + i*a_stride
@@ -215,7 +218,12 @@ class VectorUnit(wiring.Component):
         ad_wait = Signal(range(max(ad_spacing - 1, 1)))
         m.d.sync += [ad_pb_store.eq(0), ad_r_a.eq(0), ad_r_b.eq(0)]
         with m.If(ad_pb_store):
-            m.d.sync += ad_params.eq(Cat(ad_params[isa.PARAM_BITS:], self.pbuf.data))
+            m.d.sync += ad_pb_word.eq(ad_pb_word + 1)
+            with m.If(ad_pb_word == 0):
+                m.d.sync += ad_params.eq(self.pbuf.data)
+            with m.Else():
+                m.d.comb += [qadd.table.valid.eq(1), qadd.table.payload.addr.eq(ad_pb_word - 1),
+                             qadd.table.payload.data.eq(self.pbuf.data)]
         with m.If(ad_r_a):
             m.d.sync += ad_first.eq(self.abuf_r.data)
         m.d.comb += [
@@ -264,7 +272,8 @@ class VectorUnit(wiring.Component):
                         m.next = "GSUM"
                     with m.Elif(ins.vop == isa.Vop.ADD):
                         m.d.sync += [
-                            ad_pb_left.eq(2), gs_pb_addr.eq(ins.p_addr), ad_i.eq(0), ad_b_phase.eq(0), ad_wait.eq(0),
+                            ad_pb_left.eq(1 + isa.ADD_TABLE_WORDS), ad_pb_word.eq(0),
+                            gs_pb_addr.eq(ins.p_addr), ad_i.eq(0), ad_b_phase.eq(0), ad_wait.eq(0),
                             ad_a_addr.eq(ins.a_addr), ad_b_addr.eq(ins.w_addr), ad_y_addr.eq(ins.y_addr),
                         ]
                         m.next = "ADD_PARAMS"

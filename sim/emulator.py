@@ -27,7 +27,7 @@ from ..compiler.cycles import CycleModel, vector_cycles
 from ..compiler.layout import pack_words, unpack_param_words, unpack_words, wrap_signed
 from ..config import HW_REVISION, HardwareConfig
 from ..errors import DeviceError
-from ..isa import PARAM_BITS, AddParams, Memory, Opcode, Vop, decode
+from ..isa import ADD_TABLE_WORDS, Memory, Opcode, Vop, add_recipe, decode
 from ..runtime import HardwareDevice, Ident, IdentInfo, Paused, Read, Resume, Run, Status, Target, Write
 
 __all__ = ["EmulatorTarget", "EmulatorDevice"]
@@ -285,8 +285,8 @@ class EmulatorTarget(Target):
             reads = vector_cycles(self.config, insn.vop, count, c_chunks)
         else:  # ADD
             a_idx, b_idx = insn.a_addr + m * insn.a_stride, insn.w_addr + m * insn.b_stride
-            y = numerics.qlinear_add_lanes(words(a_idx), words(b_idx), self._add_params(pc, insn.p_addr),
-                                   insn.y_lo, insn.y_hi)
+            y = numerics.qlinear_add_by_recipe(words(a_idx), words(b_idx), self._add_recipe(pc, insn.p_addr),
+                                               insn.y_lo, insn.y_hi)
             y_idx, read = insn.y_addr + m * insn.y_stride, np.concatenate([a_idx, b_idx])
             reads = vector_cycles(self.config, insn.vop, count)
         self._span(Memory.ABUF, int(y_idx.min()), int(y_idx.max()) - int(y_idx.min()) + 1, where)
@@ -294,18 +294,10 @@ class EmulatorTarget(Target):
         self.abuf[y_idx] = np.asarray(y, np.int64).astype(y_dtype).view(np.uint8)
         return reads
 
-    def _add_params(self, pc: int, p_addr: int) -> dict:
-        """Return the ``AddParams`` fields of PBUF words ``p_addr`` (low) and ``p_addr + 1`` (high)."""
-        span = self._span(Memory.PBUF, p_addr, 2, f"emu: VECTOR ADD at IMEM {pc}")
-        low, high = self.pbuf[span]
-        view = data.Const(data.Layout.cast(AddParams), (int(high) << PARAM_BITS) | int(low))
-        fields = {name: int(getattr(view, name)) for name in ("rx_mant", "rx_exp", "ry_mant", "ry_exp", "fixed_mant",
-                                                             "fixed_exp", "shift", "kernel_signed")}
-        for name in ("rx_mant", "ry_mant"):
-            if not (1 << 23) <= fields[name] < (1 << 24):
-                raise DeviceError(f"emu: VECTOR ADD at IMEM {pc}: PBUF {p_addr}: {name} {fields[name]} must be in "
-                                  f"[2**23, 2**24)")
-        return fields
+    def _add_recipe(self, pc: int, p_addr: int) -> numerics.AddRecipe:
+        """Return the ``numerics.AddRecipe`` in PBUF words ``p_addr .. p_addr + ADD_TABLE_WORDS``."""
+        span = self._span(Memory.PBUF, p_addr, 1 + ADD_TABLE_WORDS, f"emu: VECTOR ADD at IMEM {pc}")
+        return add_recipe(self.pbuf[span])
 
     def _write_results(self, results: list["_Result"]) -> None:
         """Requantize finished MATMULs into ABUF, one NumPy call per distinct (dtype, zero point, clamp).

@@ -1,9 +1,11 @@
 # amaranth: UnusedElaboratable=no
 """Check QAddLanes (VECTOR ADD's lanes) in Amaranth's simulator against onnxruntime's QLinearAdd.
 
-The model (``numerics.qlinear_add_integer``, and ``numerics.qlinear_add`` for the float32
-definition), the parameter derivation ``add_params_for`` and the case generators are
-shared with the Verilator bench ``tests/sim/bench_qadd.py``. ``ACCEL_SEED`` picks the
+Each layer's ``numerics.qlinear_add_recipe`` is written through the ``table`` port (and its
+``params`` word sampled with every row); the output bytes must equal both the integer model
+``numerics.qlinear_add_by_recipe`` and the onnxruntime-exact ``numerics.qlinear_add``
+(``make_rows`` checks that the two agree). The layers, the row driver and the scoreboard
+are shared with the Verilator bench ``tests/sim/bench_qadd.py``. ``ACCEL_SEED`` picks the
 random seed (default 1); every test prints it.
 """
 
@@ -11,12 +13,13 @@ import numpy as np
 import pytest
 from amaranth.lib import data
 
-from accel import numerics
+from accel import isa
 from accel.config import HardwareConfig, preset
 from accel.hdl.qadd import QAddLanes
 
-from .sim.bench_qadd import (AddLayer, AddRow, QAddLayouts, add_params_for, edge_layers,
-                             expected_bytes, make_rows, random_cases, random_layer)
+from .sim.bench_qadd import (AddLayer, AddRow, QAddLayouts, RowDriver, edge_layers, exhaustive_pairs,
+                             make_rows, random_cases, random_layer)
+from .sim.bench_requant import Scoreboard
 from .test_hdl_datapath import SEED, rng_for, simulate, small_config
 
 CONFIG = preset("sim-small")
@@ -24,11 +27,16 @@ CONFIG = preset("sim-small")
 
 def test_ports_and_latency():
     qadd = QAddLanes(CONFIG, tag_width=5)
-    assert qadd.latency == 22 and qadd.tag_width == 5 and qadd.config is CONFIG
+    assert (qadd.spacing, qadd.latency) == (1, 6)
+    assert qadd.tag_width == 5 and qadd.config is CONFIG
     assert qadd.i.payload.shape().size == 2 * 8 * CONFIG.rows + 5
     assert qadd.o.payload.shape().size == 8 * CONFIG.rows + 5
     assert qadd.i.signature.always_ready and qadd.o.signature.always_ready
-    assert data.Layout.cast(qadd.params.shape()).size == 128
+    assert qadd.table.signature.always_ready
+    table = qadd.table.payload.shape()
+    assert table["addr"].shape.width == 7 and not table["addr"].shape.signed
+    assert table["data"].shape.width == 64 and table.size == 71
+    assert data.Layout.cast(qadd.params.shape()).size == isa.PARAM_BITS == 64
     assert qadd.y_lo.shape().signed and qadd.y_lo.shape().width == 9
     with pytest.raises(AttributeError):
         qadd.latency = 3
@@ -38,162 +46,120 @@ def test_ports_and_latency():
         QAddLanes(CONFIG, tag_width=0)
 
 
-def test_add_params_for_reproduces_the_integer_recipe_constants():
-    params = add_params_for(0.5, 0, 0.25, 0, 1.0, 0, "uint8")
-    assert params == {"rx_mant": 2**23, "rx_exp": -24, "ry_mant": 2**23, "ry_exp": -25,
-                      "fixed_mant": 0, "fixed_exp": -149, "shift": 0, "kernel_signed": 0}
-    assert add_params_for(0.5, 0, 0.25, 0, 1.0, 0, "int8")["kernel_signed"] == 1
-    qdq = add_params_for(0.5, -3, 0.25, 4, 1.0, 2, "int8", qdq_s8_to_u8=True)
-    assert qdq["shift"] == 128 and qdq["kernel_signed"] == 0
-    # fixed = zc - fma(rx, zx, ry * zy) = 130 - (125 * 0.5 + 132 * 0.25) = 34.5
-    assert qdq["fixed_mant"] * 2.0**qdq["fixed_exp"] == 34.5
-    swapped = add_params_for(0.5, 0, 0.25, 0, 1.0, 0, "uint8", swap=True)
-    assert (swapped["rx_exp"], swapped["ry_exp"]) == (-25, -24)
-
-
 def with_lanes(config, lanes):
     """Return ``config`` with ``qadd_lanes = lanes``."""
     return HardwareConfig.from_dict({**config.to_dict(), "qadd_lanes": lanes})
 
 
-def run_rows(rows, config=CONFIG, idle=0.0, scramble_seed=0):
-    """Stream ``rows`` (AddRow) through QAddLanes, checking bytes, tags and latency.
+def run_rows(rows, config=CONFIG, idle=0.0, salt=0):
+    """Stream ``rows`` (AddRow, grouped by layer) through QAddLanes with ``RowDriver``; check bytes, tags, latency.
 
-    Rows enter ``qadd.spacing`` cycles apart (at the earliest); the cycles in between carry
-    scrambled bytes and parameters, which time-multiplexed lanes must ignore.
+    Each layer's table is written through ``table`` while no row is in flight, and its
+    first row may enter in the next cycle. Returns the driver (for its counters).
     """
     layouts = QAddLayouts(config, 18)
+    result = {}
 
     def make():
         qadd = QAddLanes(config)
-        rng = np.random.default_rng([SEED, scramble_seed])
+        rng = np.random.default_rng([SEED, salt])
+        ports = {"i__valid": qadd.i.valid, "i__payload": qadd.i.payload.as_value(),
+                 "table__valid": qadd.table.valid, "table__payload": qadd.table.payload.as_value(),
+                 "params": qadd.params.as_value(), "x_signed": qadd.x_signed, "y_signed": qadd.y_signed,
+                 "y_lo": qadd.y_lo, "y_hi": qadd.y_hi}
 
-        async def scrambled_tick(ctx):
-            ctx.set(qadd.i.valid, 0)
-            ctx.set(qadd.i.payload.as_value(), layouts.i_bits(layouts.noise_row(rng), 0))
-            ctx.set(qadd.params.as_value(), int(rng.integers(0, 2**62)) << 60)
-            ctx.set(qadd.x_signed, int(rng.integers(0, 2)))
-            await ctx.tick()
-
-        async def driver(ctx):
+        async def bench(ctx):
+            driver = RowDriver(lambda name, value: ctx.set(ports[name], value), layouts, rng, idle)
+            scoreboard = Scoreboard(qadd.latency, SEED)
             for n, row in enumerate(rows):
-                if n:
-                    for _ in range(qadd.spacing - 1):
-                        await scrambled_tick(ctx)
-                while idle and rng.random() < idle:  # idle: scrambled parameters
-                    await scrambled_tick(ctx)
-                layer = row.layer
-                lo, hi = layer.bounds
-                ctx.set(qadd.i.valid, 1)
-                ctx.set(qadd.i.payload.as_value(), layouts.i_bits(row, n))
-                ctx.set(qadd.params.as_value(), layouts.params_bits(layer))
-                ctx.set(qadd.x_signed, layer.signed)
-                ctx.set(qadd.y_signed, layer.signed)
-                ctx.set(qadd.y_lo, lo)
-                ctx.set(qadd.y_hi, hi)
-                await ctx.tick()
-            ctx.set(qadd.i.valid, 0)
-
-        async def monitor(ctx):
-            sent, seen, cycle = [], 0, 0
-            while seen < len(rows):
-                _, _, i_valid, i_tag, o_valid, o_payload = await ctx.tick().sample(
-                    qadd.i.valid, qadd.i.payload.tag, qadd.o.valid, qadd.o.payload.as_value())
-                if i_valid:
-                    sent.append((cycle, i_tag))
+                driver.send(row, n & layouts.tag_mask)
+            cycle = 0
+            while driver.queue or scoreboard.pending:
+                item = driver.drive()
+                if item is not None:
+                    scoreboard.expect(cycle, item)
+                _, _, o_valid, o_payload = await ctx.tick().sample(qadd.o.valid, qadd.o.payload.as_value())
                 if o_valid:
-                    in_cycle, tag = sent[seen]
-                    data, got_tag = layouts.o_values(o_payload)
-                    row = rows[tag]
-                    where = f"seed {SEED}: row {tag} {row}"
-                    assert cycle - in_cycle == qadd.latency, where
-                    assert got_tag == tag, where
-                    assert data == row.expected, f"{where}: got {data}"
-                    seen += 1
+                    scoreboard.observe(cycle, *layouts.o_values(o_payload))
                 cycle += 1
+                assert cycle < 300 * (len(rows) + 100), f"seed {SEED}: stuck"
+            assert scoreboard.checked == len(rows)
+            result["driver"] = driver
 
-        return qadd, [driver, monitor]
+        return qadd, [bench]
 
     simulate(make)
+    return result["driver"]
 
 
-def test_targeted_rows_match_integer_and_float_models():
-    """Hand-picked pairs on every edge layer; the float32 definition agrees with the model."""
+def test_edge_layers_match_recipe_and_onnxruntime():
+    """Corner codes and random pairs on every targeted layer; per-row clamps."""
     rng = rng_for(0)
     rows = []
-    for layer in edge_layers():
+    layers = edge_layers()
+    for layer in layers:
         lo, hi = layer.code_range()
-        corners = np.array([lo, lo + 1, -1 if lo else 1, 0, hi - 2, hi - 1], np.int64)
+        corners = np.array([lo, lo + 1, lo + 2, lo + 3, -1 if lo else 1, 0, hi - 2, hi - 1], np.int64)
         a, b = np.meshgrid(corners, corners, indexing="ij")
-        ra, rb = random_cases(rng, layer, 12)
-        a, b = np.concatenate([a.ravel(), ra]), np.concatenate([b.ravel(), rb])
-        assert np.array_equal(expected_bytes(layer, a, b),
-                              expected_bytes(layer, a, b, numerics.qlinear_add))
-        rows += make_rows(layer, a, b, CONFIG.rows)
-    run_rows(rows)
+        ra, rb = random_cases(rng, layer, 8 * CONFIG.rows)
+        rows += make_rows(layer, np.concatenate([a.ravel(), ra]), np.concatenate([b.ravel(), rb]),
+                          CONFIG.rows, rng)
+    recipes = [layer.recipe() for layer in layers]
+    # The layers reach every part of the datapath.
+    assert {r.tie_even for r in recipes} == {False, True} and {r.x_is_b for r in recipes} == {False, True}
+    assert max(r.mult for r in recipes) >= 1 << 12 and max(r.shift for r in recipes) >= 8
+    assert min(int(r.table.min()) for r in recipes) < -(1 << 20) and max(int(r.table.max()) for r in recipes) > 1 << 20
+    driver = run_rows(rows)
+    assert driver.table_writes == len(layers) * isa.ADD_TABLE_WORDS
 
 
-def test_random_layers_every_row_with_idle_cycles():
-    """A new random layer (type, QDQ, clamp, swap) on every row; parameters sampled with it."""
+@pytest.mark.parametrize("layer, tie_even, x_is_b", [
+    (AddLayer(0.5, -97, 2.0, 120, 1.0, 59, "int8", True), False, True),  # int8 QDQ, b multiplied
+    (AddLayer(0.01, 0, 0.01, 0, 0.02, 0, "uint8", lo=3), True, False),  # q = 3 at a tie goes to 2, then 3
+])
+def test_exhaustive_layer(layer, tie_even, x_is_b):
+    """All 65,536 pairs: a layer whose recipe multiplies b (b on port a), and a ties-to-even one with an odd bound."""
+    print(f"seed={SEED}")
+    recipe = layer.recipe()
+    assert (recipe.tie_even, recipe.x_is_b, layer.swap) == (tie_even, x_is_b, False)
+    run_rows(make_rows(layer, *exhaustive_pairs(layer), CONFIG.rows))
+
+
+def test_random_layers_with_idle_cycles():
+    """Random layers of a few rows each, per-row clamps, idle cycles with scrambled inputs."""
     rng = rng_for(1)
     rows = []
-    for _ in range(300):
+    for _ in range(30):
         layer = random_layer(rng)
-        rows += make_rows(layer, *random_cases(rng, layer, CONFIG.rows), CONFIG.rows)
-    run_rows(rows, idle=0.2, scramble_seed=1)
+        rows += make_rows(layer, *random_cases(rng, layer, int(rng.integers(1, 12)) * CONFIG.rows),
+                          CONFIG.rows, rng)
+    run_rows(rows, idle=0.2, salt=1)
 
 
-def test_ties_and_rounding_extremes():
-    """Exact halves (power-of-two scales) and outputs at |v| >= 2**31 and just below it."""
+def test_table_changes_between_single_rows():
+    """Layers with the same mult and shift but different tables alternate row by row: each row
+    enters in the cycle after its table's last write and must see the new table."""
     rng = rng_for(2)
+    layers = [AddLayer(0.0311, zp, 0.0203, 9, 0.0412, -3, "int8") for zp in (-5, 40)]
+    first, second = (layer.recipe() for layer in layers)
+    assert (first.mult, first.shift) == (second.mult, second.shift)
+    assert not np.array_equal(first.table, second.table)
     rows = []
-    for dtype, qdq in (("uint8", False), ("int8", False), ("int8", True)):
-        for k in range(-3, 4):
-            # v = (a + b) / 2**k: halves at k = 1, quarters at k = 2 ...
-            layer = AddLayer(1.0, 0, 1.0, 0, 2.0**k, 0, dtype, qdq)
-            rows += make_rows(layer, *random_cases(rng, layer, 4 * CONFIG.rows), CONFIG.rows)
-        for c_scale in (2.0**-23, 2.0**-24, 2.0**-30, 2.0**-31, 2.0**-32):
-            layer = AddLayer(1.0, 0, 1.0, 0, c_scale, 0, dtype, qdq)
-            rows += make_rows(layer, *random_cases(rng, layer, 4 * CONFIG.rows), CONFIG.rows)
-        for k in range(8, 27, 2):
-            # v = a/2 + b * 2**-k: an odd a is a tie, broken (or not) by a low bit of b
-            layer = AddLayer(0.5, 0, 2.0**-k, 0, 1.0, 0, dtype, qdq)
-            rows += make_rows(layer, *random_cases(rng, layer, 4 * CONFIG.rows), CONFIG.rows)
-    for row in rows:  # the float32 definition agrees
-        assert row.expected == expected_bytes(row.layer, row.a, row.b,
-                                              numerics.qlinear_add).tolist()
-    run_rows(rows)
-
-
-def test_swap_matches_broadcast_qlinear_add():
-    """ORT swaps a (1,) + b (n,): the hardware reads b on port a with add_params_for(swap=True)."""
-    rng = rng_for(3)
-    rows = []
-    for dtype, qdq in (("uint8", False), ("int8", False), ("int8", True)):
-        layer = random_layer(rng, dtype, qdq)
-        layer = AddLayer(layer.a_scale, layer.a_zp, layer.b_scale, layer.b_zp, layer.c_scale,
-                         layer.c_zp, dtype, qdq, swap=True)
-        lo, hi = layer.code_range()
-        b = rng.integers(lo, hi, 4 * CONFIG.rows)
-        for a_value in rng.integers(lo, hi, 3):
-            want = numerics.qlinear_add(np.array([a_value], dtype), layer.a_scale, layer.a_zp,
-                                        b.astype(dtype), layer.b_scale, layer.b_zp,
-                                        layer.c_scale, layer.c_zp, dtype,
-                                        qdq_s8_to_u8=qdq).astype(np.int64) & 0xFF
-            port_b = np.full_like(b, a_value)
-            assert np.array_equal(expected_bytes(layer, b, port_b), want)
-            rows += make_rows(layer, b, port_b, CONFIG.rows)
-    run_rows(rows)
+    for n in range(12):
+        layer = layers[n % 2]
+        rows += make_rows(layer, *random_cases(rng, layer, CONFIG.rows), CONFIG.rows)
+    driver = run_rows(rows, salt=2)
+    assert driver.table_writes == 12 * isa.ADD_TABLE_WORDS
 
 
 def test_one_lane_config():
     rng = rng_for(4)
     config = small_config(rows=1, cols=1)
     rows = []
-    for _ in range(40):
+    for _ in range(8):
         layer = random_layer(rng)
-        rows += make_rows(layer, *random_cases(rng, layer, 2), 1)
-    run_rows(rows, config=config)
+        rows += make_rows(layer, *random_cases(rng, layer, 10), 1, rng)
+    run_rows(rows, config=config, idle=0.1, salt=4)
 
 
 @pytest.mark.parametrize("lanes", [1, 2])
@@ -202,14 +168,15 @@ def test_time_multiplexed_lanes(lanes):
     rng = rng_for(5 + lanes)
     config = with_lanes(CONFIG, lanes)
     qadd = QAddLanes(config)
-    assert (qadd.spacing, qadd.latency) == (CONFIG.rows // lanes, 21 + CONFIG.rows // lanes)
+    assert (qadd.spacing, qadd.latency) == (CONFIG.rows // lanes, 5 + CONFIG.rows // lanes)
     rows = []
-    for layer in edge_layers():
-        rows += make_rows(layer, *random_cases(rng, layer, 3 * CONFIG.rows), CONFIG.rows)
-    for _ in range(60):
+    for layer in edge_layers()[::3]:
+        rows += make_rows(layer, *random_cases(rng, layer, 3 * CONFIG.rows), CONFIG.rows, rng)
+    for _ in range(12):
         layer = random_layer(rng)
-        rows += make_rows(layer, *random_cases(rng, layer, CONFIG.rows), CONFIG.rows)
-    run_rows(rows, config=config, idle=0.2, scramble_seed=5 + lanes)
+        rows += make_rows(layer, *random_cases(rng, layer, int(rng.integers(1, 10)) * CONFIG.rows),
+                          CONFIG.rows, rng)
+    run_rows(rows, config=config, idle=0.2, salt=5 + lanes)
 
 
 def test_qadd_lanes_must_divide_the_rows():
@@ -221,11 +188,31 @@ def test_qadd_lanes_must_divide_the_rows():
             with_lanes(CONFIG, bad)
     ids = {with_lanes(CONFIG, n).config_id() for n in (1, 2, 4)}
     assert len(ids) == 3
-    assert preset("ulx3s-85f").qadd_lanes == 2
+    assert preset("ulx3s-85f").qadd_lanes == 8 and preset("icebreaker").qadd_lanes == 1
 
 
-def test_add_row_padding():
-    layer = AddLayer(1.0, 0, 1.0, 0, 1.0, 0, "uint8")
-    rows = make_rows(layer, [1, 2, 3, 4, 5], [1, 1, 1, 1, 250], 4)
+def test_make_rows_ports_padding_and_bounds():
+    plain = AddLayer(1.0, 0, 1.0, 0, 1.0, 0, "uint8")
+    rows = make_rows(plain, [1, 2, 3, 4, 5], [1, 1, 1, 1, 250], 4)
     assert [r.expected for r in rows] == [[2, 3, 4, 5], [255, 0, 0, 0]]
-    assert isinstance(rows[0], AddRow)
+    assert isinstance(rows[0], AddRow) and rows[1].bounds == (0, 255)
+    # x_is_b: the node's b goes on port a (multiplied), a on port b (the table index)
+    swapped = AddLayer(0.5, -97, 2.0, 120, 1.0, 59, "int8", True)
+    row, = make_rows(swapped, [-128, -1, 0, 127], [5, 6, 7, 8], 4)
+    assert (row.a, row.b) == ([5, 6, 7, 8], [-128, -1, 0, 127])
+    relu = AddLayer(0.1, 1, 0.2, 2, 0.3, 0, "int8", lo=0)
+    row, = make_rows(relu, [-128, -100, 100, 127], [-128, -100, 100, 127], 4)
+    assert row.bounds == (0, 127) and row.expected == [0, 0, 98, 125]
+
+
+def test_params_word_and_table_words():
+    """The head word is the recipe's mult, shift and tie_even; entry 2k is word k's low half."""
+    recipe = AddLayer(0.0311, -5, 0.0203, 9, 0.0412, -3, "int8").recipe()
+    words = isa.add_params(recipe)
+    assert len(words) == 1 + isa.ADD_TABLE_WORDS
+    head = data.Const(data.Layout.cast(isa.AddParams), words[0])
+    assert (head.mult, head.shift, head.tie_even) == (recipe.mult, recipe.shift, int(recipe.tie_even))
+    for k in (0, 1, 63, 127):
+        low, high = words[1 + k] & 0xFFFF_FFFF, words[1 + k] >> 32
+        assert low - (low >> 31 << 32) == recipe.table[2 * k]
+        assert high - (high >> 31 << 32) == recipe.table[2 * k + 1]

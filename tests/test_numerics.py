@@ -425,18 +425,57 @@ def test_qlinear_add_exhaustive_pairs(dt, rng):
     for sa, sb, sc, za, zb, zc in _add_param_sets(rng, dt):
         y = ort_qlinear_add(a, sa, za, b, sb, zb, sc, zc, dt)
         assert np.array_equal(nx.qlinear_add(a, sa, za, b, sb, zb, sc, zc, dt), y), (sa, sb, sc, za, zb, zc)
-        assert np.array_equal(nx.qlinear_add_integer(a, sa, za, b, sb, zb, sc, zc, dt), y), (sa, sb, sc, za, zb, zc)
+        if max(sa / sc, sb / sc) >= 2**23:  # the CVTPS2DQ overflow case: the hardware refuses it
+            with pytest.raises(ValueError, match="no integer QLinearAdd recipe"):
+                _add_by_recipe(a, sa, za, b, sb, zb, sc, zc, dt)
+        else:
+            assert np.array_equal(_add_by_recipe(a, sa, za, b, sb, zb, sc, zc, dt), y), (sa, sb, sc, za, zb, zc)
+
+
+def _add_by_recipe(a, sa, za, b, sb, zb, sc, zc, dt, clamp=None, *, qdq_s8_to_u8=False, swap=False):
+    """Return QLinearAdd through the hardware's integer recipe (``numerics.qlinear_add_recipe``)."""
+    recipe = nx.qlinear_add_recipe(sa, za, sb, zb, sc, zc, dt, clamp, qdq_s8_to_u8=qdq_s8_to_u8, swap=swap)
+    lo, hi = clamp or (np.iinfo(dt).min, np.iinfo(dt).max)
+    x, t = (b, a) if recipe.x_is_b else (a, b)
+    return nx.qlinear_add_by_recipe(x, t, recipe, lo, hi)
 
 
 @pytest.mark.parametrize("dt", DTYPES)
-def test_qlinear_add_integer_equals_qlinear_add(dt, rng):
-    """The integer-only datapath against the float32 model, every (a, b) pair, scales over 2**-40 .. 2**30."""
+def test_qlinear_add_recipe_equals_qlinear_add(dt, rng):
+    """The integer recipe against the float32 model, every (a, b) pair, scale ratios from 2**-40 to 2**23."""
     a, b = (g.ravel().copy() for g in np.meshgrid(all_codes(dt), all_codes(dt), indexing="ij"))
-    for trial in range(24):
+    info = np.iinfo(dt)
+    trial = 0
+    while trial < 24:
         sa, sb, sc = rand_scales(rng, 3, -14, 4) if trial % 3 else rand_scales(rng, 3, -40, 30)
+        if max(sa / sc, sb / sc) >= 2**23:
+            continue
+        trial += 1
         za, zb, zc = rand_zp(rng, dt, 3)
-        want = nx.qlinear_add(a, sa, za, b, sb, zb, sc, zc, dt)
-        assert np.array_equal(nx.qlinear_add_integer(a, sa, za, b, sb, zb, sc, zc, dt), want), (sa, sb, sc, za, zb, zc)
+        clamp = (int(zc), info.max) if trial % 4 == 0 else None  # a fused ReLU
+        s8 = dt == np.int8 and trial % 2 == 1
+        want = nx.qlinear_add(a, sa, za, b, sb, zb, sc, zc, dt, clamp, qdq_s8_to_u8=s8)
+        got = _add_by_recipe(a, sa, za, b, sb, zb, sc, zc, dt, clamp, qdq_s8_to_u8=s8)
+        assert np.array_equal(got, want), (sa, sb, sc, za, zb, zc)
+
+
+@pytest.mark.parametrize("dt", DTYPES)
+@pytest.mark.parametrize("scales", [(0.01, 0.01, 0.02), (0.005, 0.01, 0.02), (0.25, 0.5, 1.0), (0.02, 0.02, 0.02)])
+def test_qlinear_add_recipe_rounds_ties_to_even(dt, scales):
+    """Scale ratios like 1/2 put outputs exactly on .5: the exact recipe rounds them to even, like ORT."""
+    a, b = (g.ravel().copy() for g in np.meshgrid(all_codes(dt), all_codes(dt), indexing="ij"))
+    sa, sb, sc = (F32(s) for s in scales)
+    zp = 3 if dt == np.uint8 else -3
+    y = ort_qlinear_add(a, sa, zp, b, sb, 0, sc, zp, dt)
+    recipe = nx.qlinear_add_recipe(sa, zp, sb, 0, sc, zp, dt)
+    assert recipe.tie_even == (scales[0] != scales[2])  # equal scales give integers, no ties
+    assert np.array_equal(_add_by_recipe(a, sa, zp, b, sb, 0, sc, zp, dt), y)
+
+
+def test_qlinear_add_recipe_refuses_wrapping_scales():
+    """An output scale 2**28 times below the inputs': ORT's result wraps to the minimum; no recipe, a clear error."""
+    with pytest.raises(ValueError, match=r"no integer QLinearAdd recipe .* scales a 1, b 1, y 3\.72529e-09"):
+        nx.qlinear_add_recipe(F32(1.0), 0, F32(1.0), 0, F32(2.0**-28), 0, np.uint8)
 
 
 @pytest.mark.parametrize("dt", DTYPES)
@@ -471,7 +510,6 @@ def test_qlinear_add_broadcasting_matches_ort(dt, rng):
             y = ort_qlinear_add(a, sa, za, b, sb, zb, sc, zc, dt)
             got = nx.qlinear_add(a, sa, za, b, sb, zb, sc, zc, dt)
             assert got.shape == y.shape and np.array_equal(got, y), (sa_shape, sb_shape)
-            assert np.array_equal(nx.qlinear_add_integer(a, sa, za, b, sb, zb, sc, zc, dt), y)
 
 
 @pytest.mark.parametrize("dt", DTYPES)
@@ -506,7 +544,8 @@ def test_qlinear_add_operand_swap_matches_ort(dt, shapes, rng):
         y = ort_qlinear_add(a, sa, za, b, sb, zb, sc, zc, dt)
         assert np.array_equal(y, predicted), (shapes, want_swap)
         assert np.array_equal(nx.qlinear_add(a, sa, za, b, sb, zb, sc, zc, dt), y)
-        assert np.array_equal(nx.qlinear_add_integer(a, sa, za, b, sb, zb, sc, zc, dt), y)
+        a_, b_ = np.broadcast_arrays(a, b)
+        assert np.array_equal(_add_by_recipe(a_, sa, za, b_, sb, zb, sc, zc, dt, swap=want_swap), y)
 
 
 def _int8_qdq_add_model(n, p):
@@ -549,7 +588,7 @@ def test_int8_qdq_add_runs_in_uint8_after_s8_to_u8_conversion(rng, tmp_path):
         y = nx.quantize_linear(sess.run(None, {"x": x, "b": bf})[0], sc[i], zc[i], np.int8)
         args = (a.astype(np.int8), sa[i], za[i], b.astype(np.int8), sb[i], zb[i], sc[i], zc[i], np.int8)
         assert np.array_equal(nx.qlinear_add(*args, qdq_s8_to_u8=True), y)
-        assert np.array_equal(nx.qlinear_add_integer(*args, qdq_s8_to_u8=True), y)
+        assert np.array_equal(_add_by_recipe(*args, qdq_s8_to_u8=True), y)
         assert not np.array_equal(nx.qlinear_add(*args), y)
 
 

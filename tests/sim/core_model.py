@@ -180,22 +180,12 @@ class CoreModel:
 
 
     def vector_add(self, insn) -> None:
-        """Execute VECTOR ADD with the ``AddParams`` recipe of ``accel/isa.py`` (``numerics.qlinear_add_integer``)."""
-        low, high = self._rows(isa.Memory.PBUF, [insn.p_addr, insn.p_addr + 1])
-        p = data.Const(data.Layout.cast(isa.AddParams), low | high << isa.PARAM_BITS)
+        """Execute VECTOR ADD with the recipe in PBUF (``isa.add_recipe``, ``numerics.qlinear_add_by_recipe``)."""
+        recipe = isa.add_recipe(self._rows(isa.Memory.PBUF, insn.p_addr + np.arange(1 + isa.ADD_TABLE_WORDS)))
         i = np.arange(insn.count)
         a = self._abuf_bytes(insn.a_addr + i * insn.a_stride, bool(insn.x_signed))
         b = self._abuf_bytes(insn.w_addr + i * insn.b_stride, bool(insn.x_signed))
-        fma = numerics._fma_round_f32_integer
-        im, ie = fma(b + p.shift, p.ry_mant, p.ry_exp, p.fixed_mant, p.fixed_exp)
-        vm, ve = fma(a + p.shift, p.rx_mant, p.rx_exp, im, ie)
-        mag = np.abs(vm)
-        too_big = (mag != 0) & (ve + numerics._bit_length(mag) > 31)
-        q = np.where(ve >= 0, np.left_shift(mag, np.clip(ve, 0, 8)), numerics._shift_right_rne(mag, np.clip(-ve, 0, 63)))
-        q = np.where(vm < 0, -q, q)
-        kmin, kmax = (-128, 127) if p.kernel_signed and not p.shift else (0, 255)
-        q = np.where(too_big, kmin, np.clip(q, kmin, kmax)) - p.shift
-        q = np.clip(q, *((-128, 127) if insn.y_signed else (0, 255)))
+        q = numerics.qlinear_add_by_recipe(a, b, recipe, *((-128, 127) if insn.y_signed else (0, 255)))
         y = np.clip(q, int(insn.y_lo), int(insn.y_hi))
         for addr, row in zip(insn.y_addr + i * insn.y_stride, pack(y, 8)):
             self.words[isa.Memory.ABUF][addr % self.depth(isa.Memory.ABUF)] = row

@@ -22,7 +22,6 @@ from accel.runtime import Read, Run, Status, Write
 from accel.sim.emulator import EmulatorTarget
 from accel.sim.rtl import RtlTarget, build_core
 
-from .bench_qadd import expected_bytes, random_layer
 from .core_model import CoreModel, pack, unpack
 
 SEED = int(os.environ.get("ACCEL_SEED", "1"))
@@ -40,8 +39,9 @@ def gsum_cycles(count, c_chunks, rows):
 
 
 def add_cycles(count, spacing=1):
-    """``spacing``: ``rows / qadd_lanes``; a row every ``max(2, spacing)`` cycles, ``21 + spacing`` stages."""
-    return (count - 1) * max(2, spacing) + 36 + spacing
+    """``spacing``: ``rows / qadd_lanes``; the recipe's 129 PBUF words, a row every ``max(2, spacing)`` cycles,
+    ``5 + spacing`` stages."""
+    return (count - 1) * max(2, spacing) + 147 + spacing
 SMALL = preset("sim-small")
 WIDE = HardwareConfig(name="test-conv-8x8", rows=8, cols=8, imem=BufferSpec(256), abuf=BufferSpec(4096),
                       wbuf=BufferSpec(8192), accbuf=BufferSpec(256), pbuf=BufferSpec(256))
@@ -347,32 +347,39 @@ def test_vector_add_time_multiplexed_lanes(lanes_target, layer_seed):
 
 
 def check_vector_add(target, layer_seed, count):
-    """Run one VECTOR ADD of ``count`` rows; check it against the model, the emulator and ORT's recipe."""
+    """Run one VECTOR ADD of ``count`` rows; check it against the model, the emulator and onnxruntime's arithmetic."""
     config = target.config
     rows = config.rows
     rng = np.random.default_rng([SEED, layer_seed, 61])
-    layer = random_layer(rng, dtype=["int8", "uint8"][layer_seed % 2])
-    lo_code, hi_code = layer.code_range()
-    a = rng.integers(lo_code, hi_code, (count, rows))
-    b = rng.integers(lo_code, hi_code, (count, rows))
+    dt = np.dtype([np.int8, np.uint8][layer_seed % 2])
+    info = np.iinfo(dt)
+    sa, sb, sc = (np.float32(2.0 ** rng.uniform(-9, 0)) for _ in range(3))
+    za, zb, zc = (int(z) for z in rng.integers(info.min, info.max + 1, 3))
+    clamp = (zc, info.max) if layer_seed % 3 == 2 else (info.min, info.max)  # a fused ReLU
+    s8 = dt == np.int8 and layer_seed % 4 == 0
+    recipe = numerics.qlinear_add_recipe(sa, za, sb, zb, sc, zc, dt, clamp, qdq_s8_to_u8=s8)
+    a = rng.integers(info.min, info.max + 1, (count, rows))
+    b = rng.integers(info.min, info.max + 1, (count, rows))
+    x, t = (b, a) if recipe.x_is_b else (a, b)   # the hardware multiplies its a operand
     a_addr, b_addr, y_addr, p_addr = 100, 600, 1200, 77
     a_stride, b_stride, y_stride = 2, 3, 1 + layer_seed % 2
-    writes = [Write(isa.Memory.ABUF, a_addr + i * a_stride, (word,)) for i, word in enumerate(pack(a, 8))]
-    writes += [Write(isa.Memory.ABUF, b_addr + i * b_stride, (word,)) for i, word in enumerate(pack(b, 8))]
-    writes.append(Write(isa.Memory.PBUF, p_addr, isa.add_params(**layer.params())))
-    lo, hi = layer.bounds
-    program = [isa.vector(isa.Vop.ADD, x_signed=layer.signed, y_signed=layer.signed, a_addr=a_addr,
+    writes = [Write(isa.Memory.ABUF, a_addr + i * a_stride, (word,)) for i, word in enumerate(pack(x, 8))]
+    writes += [Write(isa.Memory.ABUF, b_addr + i * b_stride, (word,)) for i, word in enumerate(pack(t, 8))]
+    writes.append(Write(isa.Memory.PBUF, p_addr, tuple(isa.add_params(recipe))))
+    signed = int(dt == np.int8)
+    program = [isa.vector(isa.Vop.ADD, x_signed=signed, y_signed=signed, a_addr=a_addr,
                           a_stride=a_stride, w_addr=b_addr, b_stride=b_stride, count=count, p_addr=p_addr,
-                          y_addr=y_addr, y_stride=y_stride, y_lo=lo, y_hi=hi)]
+                          y_addr=y_addr, y_stride=y_stride, y_lo=clamp[0], y_hi=clamp[1])]
     reads = [Read(isa.Memory.ABUF, y_addr + i * y_stride, 1) for i in range(count)]
     cycles = run_both(target, writes, program, reads)
     assert cycles == add_cycles(count, config.qadd_spacing) + HALT_CYCLES
     assert cycles == vector_cycles(config, isa.Vop.ADD, count) + HALT_CYCLES
     got = [w for (w,) in target.execute(reads)]
-    # Cross-check with onnxruntime's recipe from the scales (numerics.qlinear_add_integer).
-    assert np.array_equal(unpack(got, rows, 8, False), expected_bytes(layer, a.reshape(-1), b.reshape(-1))
-                          .reshape(count, rows)), f"seed={SEED} {layer}"
-    print(f"seed={SEED} {config.name} ADD {count} rows in {cycles} cycles ({layer})")
+    want = numerics.qlinear_add(a.astype(dt), sa, za, b.astype(dt), sb, zb, sc, zc, dt, clamp, qdq_s8_to_u8=s8)
+    assert np.array_equal(unpack(got, rows, 8, bool(signed)), want.astype(np.int64)), (
+        f"seed={SEED} {dt.name} scales {sa}, {sb}, {sc} zero points {za}, {zb}, {zc}")
+    print(f"seed={SEED} {config.name} ADD {count} rows in {cycles} cycles ({dt.name}, recipe mult {recipe.mult} "
+          f"shift {recipe.shift} tie_even {recipe.tie_even} x_is_b {recipe.x_is_b})")
 
 
 def test_conv_pool_gsum_chain(target):
