@@ -194,7 +194,7 @@ PRESETS: dict[str, HardwareConfig] = {
     # the 156 MULT18X18D plus LUT multipliers. Buffers in the 208 EBR (18 Kbit each): ABUF 16K x 128
     # bits (128 EBR, so MobileNetV1-0.25's activations fit), WBUF 4K x 144 (36; weights beyond it
     # stream), ACCBUF 512 x 512 (15), IMEM 512 x 256 (8), PBUF 1K x 64 (4): 191. Eight QLinearAdd
-    # lanes (about 1,200 LUT4 and 2 EBR each for the table recipe): a VECTOR ADD row every
+    # lanes (about 1,400 LUT4 and 2 EBR each for the table recipe): a VECTOR ADD row every
     # 2 cycles, as fast as the two ABUF reads per row allow. Four
     # requantizer lanes (16 DSPs; 140 PEs on DSPs): a last-K-tile row every 4 cycles. Yosys
     # counts with 16 / 8 / 4 requantizer lanes: about 90,000 / 76,500 / 69,700 LUT4 + 2 x CCU2C.

@@ -615,8 +615,7 @@ def qlinear_add_recipe(a_scale, a_zp, b_scale, b_zp, c_scale, c_zp, dtype, clamp
     if swap:
         X, rx, zx, Y, ry, zy = Y, ry, zy, X, rx, zx
     exact = _qlinear_add_from_operands(X, rx, zx, Y, ry, zy, zc, kernel_dt, shift, lo, hi)  # [a, b]
-    ratio = {False: float(np.float32(a_scale) / np.float32(c_scale)),   # x = a
-             True: float(np.float32(b_scale) / np.float32(c_scale))}    # x = b
+    ratio = {swap: float(rx), not swap: float(ry)}   # the multiplied input's scale ratio, by x_is_b
     for x_is_b in (swap, not swap):
         want = exact.T if x_is_b else exact   # [x, t]
         for s in range(ADD_SHIFT_MAX + 1):
@@ -626,7 +625,7 @@ def qlinear_add_recipe(a_scale, a_zp, b_scale, b_zp, c_scale, c_zp, dtype, clamp
                     recipe = AddRecipe(mult, s, False, x_is_b, table)
                     if _recipe_matches(recipe, codes, want, lo, hi):
                         return recipe
-    recipe = _exact_tie_recipe(rx, zx, ry, zy, zc, shift, dt, x_is_b=swap)
+    recipe = _exact_tie_recipe(codes, rx, zx, ry, zy, zc, shift, x_is_b=swap)
     if recipe is not None and _recipe_matches(recipe, codes, exact.T if swap else exact, lo, hi):
         return recipe
     raise ValueError(f"no integer QLinearAdd recipe (a 24-bit multiplier, an int32 table, a shift of at most "
@@ -648,14 +647,13 @@ def _floor_recipe_table(want, codes, mult, s, lo, hi):
     return table
 
 
-def _exact_tie_recipe(rx, zx, ry, zy, zc, shift, dt, *, x_is_b):
+def _exact_tie_recipe(codes, rx, zx, ry, zy, zc, shift, *, x_is_b):
     """Return the exact round-half-even recipe, or None when it does not fit the widths.
 
     The multiplied input is the kernel's X: ``v - shift = x * rx + (shift * rx + inner[t + shift] - shift)``
     exactly, so with ``s`` large enough for every term to be an integer multiple of
     ``2**-s``, the table holds the second term times ``2**s`` plus one half.
     """
-    codes = np.arange(np.iinfo(dt).min, np.iinfo(dt).max + 1, dtype=np.int64)
     fixed = _qlinear_add_fixed(rx, zx, ry, zy, zc)
     inner = _fma_f32((codes + shift).astype(np.float32), np.float32(ry), fixed)
     terms = [_strip_trailing_zeros(int(m), int(e)) for m, e in zip(*_float32_parts(np.append(inner, np.float32(rx))))]

@@ -20,7 +20,6 @@ from __future__ import annotations
 from typing import NamedTuple
 
 import numpy as np
-from amaranth.lib import data
 
 from .. import numerics
 from ..compiler.cycles import CycleModel, vector_cycles
@@ -239,7 +238,6 @@ class EmulatorTarget(Target):
         count = insn.count
         if count == 0:
             return 0
-        x_dtype = np.dtype(np.int8 if insn.x_signed else np.uint8)
         y_dtype = np.dtype(np.int8 if insn.y_signed else np.uint8)
         lo, hi = np.iinfo(y_dtype).min, np.iinfo(y_dtype).max
         if not (lo <= insn.y_zp <= hi and lo <= insn.y_lo <= insn.y_hi <= hi):

@@ -15,7 +15,6 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 
 import numpy as np
-from amaranth.lib import data
 
 from accel import isa, numerics
 from accel.compiler import layout

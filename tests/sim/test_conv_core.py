@@ -22,6 +22,7 @@ from accel.runtime import Read, Run, Status, Write
 from accel.sim.emulator import EmulatorTarget
 from accel.sim.rtl import RtlTarget, build_core
 
+from .bench_qadd import random_layer, reference_values, to_ports
 from .core_model import CoreModel, pack, unpack
 
 SEED = int(os.environ.get("ACCEL_SEED", "1"))
@@ -351,34 +352,28 @@ def check_vector_add(target, layer_seed, count):
     config = target.config
     rows = config.rows
     rng = np.random.default_rng([SEED, layer_seed, 61])
-    dt = np.dtype([np.int8, np.uint8][layer_seed % 2])
-    info = np.iinfo(dt)
-    sa, sb, sc = (np.float32(2.0 ** rng.uniform(-9, 0)) for _ in range(3))
-    za, zb, zc = (int(z) for z in rng.integers(info.min, info.max + 1, 3))
-    clamp = (zc, info.max) if layer_seed % 3 == 2 else (info.min, info.max)  # a fused ReLU
-    s8 = dt == np.int8 and layer_seed % 4 == 0
-    recipe = numerics.qlinear_add_recipe(sa, za, sb, zb, sc, zc, dt, clamp, qdq_s8_to_u8=s8)
-    a = rng.integers(info.min, info.max + 1, (count, rows))
-    b = rng.integers(info.min, info.max + 1, (count, rows))
-    x, t = (b, a) if recipe.x_is_b else (a, b)   # the hardware multiplies its a operand
+    layer = random_layer(rng, dtype=["int8", "uint8"][layer_seed % 2])
+    recipe = layer.recipe()
+    a = rng.integers(*layer.code_range(), (count, rows))
+    b = rng.integers(*layer.code_range(), (count, rows))
+    x, t = to_ports(layer, a, b)   # the hardware multiplies its a operand
     a_addr, b_addr, y_addr, p_addr = 100, 600, 1200, 77
     a_stride, b_stride, y_stride = 2, 3, 1 + layer_seed % 2
     writes = [Write(isa.Memory.ABUF, a_addr + i * a_stride, (word,)) for i, word in enumerate(pack(x, 8))]
     writes += [Write(isa.Memory.ABUF, b_addr + i * b_stride, (word,)) for i, word in enumerate(pack(t, 8))]
     writes.append(Write(isa.Memory.PBUF, p_addr, tuple(isa.add_params(recipe))))
-    signed = int(dt == np.int8)
-    program = [isa.vector(isa.Vop.ADD, x_signed=signed, y_signed=signed, a_addr=a_addr,
+    lo, hi = layer.bounds
+    program = [isa.vector(isa.Vop.ADD, x_signed=layer.signed, y_signed=layer.signed, a_addr=a_addr,
                           a_stride=a_stride, w_addr=b_addr, b_stride=b_stride, count=count, p_addr=p_addr,
-                          y_addr=y_addr, y_stride=y_stride, y_lo=clamp[0], y_hi=clamp[1])]
+                          y_addr=y_addr, y_stride=y_stride, y_lo=lo, y_hi=hi)]
     reads = [Read(isa.Memory.ABUF, y_addr + i * y_stride, 1) for i in range(count)]
     cycles = run_both(target, writes, program, reads)
     assert cycles == add_cycles(count, config.qadd_spacing) + HALT_CYCLES
     assert cycles == vector_cycles(config, isa.Vop.ADD, count) + HALT_CYCLES
     got = [w for (w,) in target.execute(reads)]
-    want = numerics.qlinear_add(a.astype(dt), sa, za, b.astype(dt), sb, zb, sc, zc, dt, clamp, qdq_s8_to_u8=s8)
-    assert np.array_equal(unpack(got, rows, 8, bool(signed)), want.astype(np.int64)), (
-        f"seed={SEED} {dt.name} scales {sa}, {sb}, {sc} zero points {za}, {zb}, {zc}")
-    print(f"seed={SEED} {config.name} ADD {count} rows in {cycles} cycles ({dt.name}, recipe mult {recipe.mult} "
+    want = reference_values(layer, a.reshape(-1), b.reshape(-1)).reshape(count, rows)  # onnxruntime's arithmetic
+    assert np.array_equal(unpack(got, rows, 8, bool(layer.signed)), want), f"seed={SEED} {layer}"
+    print(f"seed={SEED} {config.name} ADD {count} rows in {cycles} cycles ({layer}, recipe mult {recipe.mult} "
           f"shift {recipe.shift} tie_even {recipe.tie_even} x_is_b {recipe.x_is_b})")
 
 
