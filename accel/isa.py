@@ -19,12 +19,15 @@ from amaranth.lib import data, enum
 __all__ = [
     "INSN_BITS", "PARAM_BITS", "Opcode", "Vop", "Insn", "ConvGeometry", "AddParams", "ParamWord", "Memory",
     "Command", "ACK", "NACK", "PAUSED", "IDENT_MAGIC", "encode", "decode", "matmul", "sync", "halt", "setconv", "vector",
-    "add_params", "add_recipe", "ADD_TABLE_WORDS", "param_word", "stream",
+    "add_params", "add_recipe", "ADD_TABLE_WORDS", "param_word", "stream", "ADDR_BITS",
+    "window_steps", "window_origin", "window_addresses",
     "pack_values", "unpack_values",
 ]
 
 INSN_BITS = 256
 PARAM_BITS = 64
+#: Width of ABUF address fields and steps; address arithmetic is modulo ``2**ADDR_BITS``.
+ADDR_BITS = 20
 
 ACK = 0xA5
 NACK = 0x5A
@@ -59,7 +62,7 @@ class Insn(data.Struct):
     y_signed: unsigned(1)   # results are int8 (1) or uint8 (0)
     _reserved0: unsigned(2)
     w_addr: unsigned(24)    # WBUF word address of the first weight tile
-    a_addr: unsigned(20)    # ABUF word address of row 0, K-chunk 0
+    a_addr: unsigned(ADDR_BITS)  # ABUF word of row 0, K-chunk 0 (conv/pool: window_origin)
     a_stride: unsigned(16)  # ABUF words between input rows
     count: unsigned(16)     # input rows per weight tile (M)
     k_tiles: unsigned(16)   # weight tiles to accumulate over (K / rows, rounded up)
@@ -95,7 +98,13 @@ class ConvGeometry(data.Struct):
     pad_l: unsigned(5)      # padding columns left of the input
     c_chunks: unsigned(8)   # ABUF words per pixel read by one kernel tap (channel chunks)
     x_pad: signed(9)        # the byte value of padded positions (the input zero point)
-    _reserved: unsigned(INSN_BITS - 93)
+    # ABUF address steps, modulo 2**ADDR_BITS, computed by the compiler (window_steps) so
+    # the hardware only adds. With the layer's a_stride = ABUF words per pixel:
+    step_x: unsigned(ADDR_BITS)    # stride_x*a_stride: to the next output pixel's window in a row
+    step_row: unsigned(ADDR_BITS)  # stride_y*in_w*a_stride - (out_w-1)*step_x: a row's last window to the next row's first
+    tap_x: unsigned(ADDR_BITS)     # dil_x*a_stride: to the next kernel column
+    tap_row: unsigned(ADDR_BITS)   # dil_y*in_w*a_stride - (kw-1)*tap_x: a kernel row's last tap to the next row's first
+    _reserved: unsigned(INSN_BITS - 93 - 4 * ADDR_BITS)
 
 
 class AddParams(data.Struct):
@@ -176,9 +185,57 @@ def decode(bits: int) -> data.Const:
     return data.Const(data.Layout.cast(Insn), bits)
 
 
-def setconv(**fields) -> int:
-    """Return a SETCONV instruction loading the geometry registers."""
+def setconv(*, a_stride: int | None = None, **fields) -> int:
+    """Return a SETCONV instruction loading the geometry registers.
+
+    With ``a_stride`` (ABUF words per input pixel) the address steps are computed from the
+    geometry (:func:`window_steps`); without it they are taken from ``fields`` (zero if absent).
+    """
+    if a_stride is not None:
+        fields = {**fields, **window_steps(fields, a_stride)}
     return ConvGeometry.const({"opcode": Opcode.SETCONV, **fields}).as_bits()
+
+
+def window_steps(geometry: dict, a_stride: int) -> dict:
+    """Return a SETCONV's ABUF address steps ``step_x, step_row, tap_x, tap_row`` (modulo ``2**ADDR_BITS``).
+
+    ``geometry`` holds ``in_w, out_w, kw, stride_y, stride_x, dil_y, dil_x``; ``a_stride``
+    is the ABUF words per input pixel of the layer's conv-mode MATMULs or VECTOR MAX.
+    """
+    g, mask = geometry, (1 << ADDR_BITS) - 1
+    step_x, tap_x = g["stride_x"] * a_stride, g["dil_x"] * a_stride
+    return {"step_x": step_x & mask,
+            "step_row": (g["stride_y"] * g["in_w"] * a_stride - (g["out_w"] - 1) * step_x) & mask,
+            "tap_x": tap_x & mask,
+            "tap_row": (g["dil_y"] * g["in_w"] * a_stride - (g["kw"] - 1) * tap_x) & mask}
+
+
+def window_origin(geometry: dict, base: int, a_stride: int, oy0: int, ox0: int) -> int:
+    """Return the ``a_addr`` of a conv-mode MATMUL or VECTOR MAX starting at output pixel ``(oy0, ox0)``.
+
+    ``base`` is the ABUF word of input pixel ``(0, 0)``, chunk 0. The result is the word of
+    the window's corner tap ``(0, 0)`` of pixel ``(oy0, ox0)``, which may lie in the padding
+    (modulo ``2**ADDR_BITS``).
+    """
+    g = geometry
+    iy0, ix0 = oy0 * g["stride_y"] - g["pad_t"], ox0 * g["stride_x"] - g["pad_l"]
+    return (base + (iy0 * g["in_w"] + ix0) * a_stride) & ((1 << ADDR_BITS) - 1)
+
+
+def window_addresses(geometry, a_addr: int, ox0: int, m, ky, kx):
+    """Return the ABUF words (before the chunk ``cc``) of rows ``m`` at taps ``(ky, kx)``, as the hardware steps them.
+
+    ``geometry`` has the SETCONV fields as attributes; rows ``m`` count output pixels from
+    ``(oy0, ox0)`` along the row, wrapping at ``out_w``. NumPy broadcasting applies to
+    ``m``, ``ky`` and ``kx``; results are modulo ``2**ADDR_BITS``.
+    """
+    g = geometry
+    m, ky, kx = (np.asarray(v, np.int64) for v in (m, ky, kx))
+    rows, ox = np.divmod(ox0 + m, g.out_w)
+    row_step = g.step_row + (g.out_w - 1) * g.step_x     # one output row, as steps add up
+    tap_row = g.tap_row + (g.kw - 1) * g.tap_x            # one kernel row
+    offset = rows * row_step + (ox - ox0) * g.step_x + ky * tap_row + kx * g.tap_x
+    return (a_addr + offset) & ((1 << ADDR_BITS) - 1)
 
 
 def vector(vop, **fields) -> int:

@@ -897,16 +897,17 @@ def _layer_program(program: NetProgram, layer: NetLayer, tiles=None, setconv: bo
                                         a_addr=x + m0 * sx, a_stride=sx, count=n, k_tiles=layer.k_tiles,
                                         p_addr=layer.tile_p[nt], y_addr=y + m0 * sy + nt, y_stride=sy, **out))
     elif layer.kind == "pool":
-        insns.append(isa.setconv(**layer.geometry))
-        ow = layer.geometry["out_w"]
+        geo = layer.geometry
+        insns.append(isa.setconv(**geo, a_stride=sx))
         for b in range(batch):
             for m0, n in _m_ranges(layer.y_pixels, _COUNT_MAX):
-                oy0, ox0 = divmod(m0, ow)
-                insns.append(isa.vector(isa.Vop.MAX, **xs, **ys, a_addr=x + b * layer.x_pixels * sx, a_stride=sx,
+                oy0, ox0 = divmod(m0, geo["out_w"])
+                a_addr = isa.window_origin(geo, x + b * layer.x_pixels * sx, sx, oy0, ox0)
+                insns.append(isa.vector(isa.Vop.MAX, **xs, **ys, a_addr=a_addr, a_stride=sx,
                                         count=n, oy0=oy0, ox0=ox0, y_addr=y + (b * layer.y_pixels + m0) * sy,
                                         y_stride=sy, **out))
     elif layer.kind == "gap":
-        insns.append(isa.setconv(**layer.geometry))
+        insns.append(isa.setconv(**layer.geometry, a_stride=sx))
         for b in range(batch):
             insns.append(isa.vector(isa.Vop.GSUM, **xs, **ys, a_addr=x + b * layer.x_pixels * sx, a_stride=sx,
                                     count=layer.x_pixels, p_addr=layer.p_addr, y_addr=y + b * sy, y_stride=sy,
@@ -919,16 +920,16 @@ def _layer_program(program: NetProgram, layer: NetLayer, tiles=None, setconv: bo
             insns.append(isa.vector(isa.Vop.ADD, **xs, **ys, a_addr=a + m0, a_stride=1, w_addr=b_ + m0, b_stride=1,
                                     count=n, p_addr=layer.p_addr, y_addr=y + m0, y_stride=1, **out))
     else:  # conv-mode MATMULs, one per (batch item, column tile, row tile)
+        geo = layer.geometry
         if setconv:
-            insns.append(isa.setconv(**layer.geometry))
-        ow = layer.geometry["out_w"]
+            insns.append(isa.setconv(**geo, a_stride=sx))
         for b in range(batch):
             for nt in tiles:
                 for m0, n in _m_ranges(layer.y_pixels, acc_tile):
-                    oy0, ox0 = divmod(m0, ow)
+                    oy0, ox0 = divmod(m0, geo["out_w"])
+                    a_addr = isa.window_origin(geo, x + b * layer.x_pixels * sx + layer.tile_chunk[nt], sx, oy0, ox0)
                     insns.append(isa.matmul(
-                        conv=1, **xs, **ys, w_addr=layer.tile_w[nt],
-                        a_addr=x + b * layer.x_pixels * sx + layer.tile_chunk[nt], a_stride=sx, count=n,
+                        conv=1, **xs, **ys, w_addr=layer.tile_w[nt], a_addr=a_addr, a_stride=sx, count=n,
                         k_tiles=layer.k_tiles, p_addr=layer.tile_p[nt], oy0=oy0, ox0=ox0,
                         y_addr=y + (b * layer.y_pixels + m0) * sy + layer.y_chunk0 + nt, y_stride=sy, **out))
     if sync:

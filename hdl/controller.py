@@ -22,8 +22,9 @@ busy. Its parts work concurrently and hand work to each other in instruction ord
   address generator: a per-tile base (kernel tap ``(ky, kx)`` and channel chunk ``cc``,
   ``cc`` fastest) plus a per-row pixel offset, both kept with adders only (``ox`` wraps
   at ``out_w`` into the next output row); a row whose input pixel is outside the image
-  streams ``x_pad`` bytes instead. The products (strides and dilations times ``in_w`` and
-  ``a_stride``) are computed once per instruction in two register stages (``PREP``);
+  streams ``x_pad`` bytes instead. The address steps come precomputed (SETCONV ``step_x``,
+  ``step_row``, ``tap_x``, ``tap_row``; ``a_addr`` is the first window's corner); ``PREP``
+  registers the first pixel's input coordinates (``oy0*stride_y``, ``ox0*stride_x``);
 * **accumulate stage**: adds each output row to ``ACC[acc_addr + m]`` (unless it is of the
   first tile) and writes it back (unless it is of the last tile); last-tile rows go to the
   requantizer with their instruction's parameters;
@@ -63,7 +64,7 @@ from .. import isa
 from ..config import HardwareConfig
 from .pe import X_WIDTH
 
-__all__ = ["Tag", "TAG_WIDTH", "Controller", "conv_constants", "requantizer_members"]
+__all__ = ["Tag", "TAG_WIDTH", "Controller", "window_start", "requantizer_members"]
 
 _CONTEXTS = 2  # the code below assumes exactly two (one bit pointers)
 
@@ -98,48 +99,28 @@ _COORD_BITS = 24  # signed input coordinates: (oy0 + count) * stride_y plus a ta
 def _conv_stream_layout(addr_bits):
     """Return the layout of the constants one conv-mode MATMUL streams with."""
     return data.StructLayout({
-        "in_h": 12, "in_w": 12, "out_w": 12, "kw": 5, "c_chunks": 8, "pad": 8,
+        "in_h": 12, "in_w": 12, "out_w": 12, "kw": 5, "c_chunks": 8, "pad": 8, "pad_l": 5,
         "stride_x": 4, "stride_y": 4, "dil_x": 4, "dil_y": 4,
-        "kx_back": 9,                            # (kw - 1) * dil_x
         "ox0": 12, "ys0": _COORD_BITS - 1, "xs0": _COORD_BITS - 1,
-        "pix0": addr_bits, "pix_row0": addr_bits,  # pixel offsets of (oy0, ox0) and (oy0, 0)
-        "step_x": addr_bits,                     # stride_x * a_stride
-        "step_y": addr_bits,                     # stride_y * in_w * a_stride
-        "tap_x": addr_bits,                      # next kx: dil_x * a_stride - (c_chunks - 1)
-        "tap_y": addr_bits,                      # next ky: dil_y*in_w*a_stride - kx_back*a_stride - (c_chunks - 1)
+        "step_x": addr_bits,                     # SETCONV step_x
+        "step_row": addr_bits,                   # SETCONV step_row
+        "tap_x": addr_bits,                      # next kx: tap_x - (c_chunks - 1)
+        "tap_row": addr_bits,                    # next ky: tap_row - (c_chunks - 1)
     })
 
 
-def conv_constants(m, geometry, insn, addr_bits):
-    """Build the address constants of a conv or pool instruction in two register stages; return them by name.
+def window_start(m, geometry, insn):
+    """Register the input coordinates of a conv or pool instruction's first output pixel; return them by name.
 
-    ``geometry`` is a :class:`accel.isa.ConvGeometry` view, ``insn`` an :class:`accel.isa.Insn`
-    view; both must hold still for two cycles. First stage: ``step_x``
-    (``stride_x * a_stride``), ``inw_a`` (``in_w * a_stride``), ``dil_x_a``, ``ys0``
-    (``oy0 * stride_y``), ``xs0`` (``ox0 * stride_x``), ``kx_back`` (``(kw - 1) * dil_x``).
-    Second stage: ``step_y`` (``stride_y * in_w * a_stride``), ``dil_y_row``
-    (``dil_y * in_w * a_stride``), ``pix_row0`` (``ys0 * in_w * a_stride``), ``xs0_a``,
-    ``pad_off`` (``(pad_t * in_w + pad_l) * a_stride``), ``kx_back_a``. Addresses are
-    modulo ``2**addr_bits``.
+    ``ys0 = oy0 * stride_y`` and ``xs0 = ox0 * stride_x`` (``geometry`` is an
+    :class:`accel.isa.ConvGeometry` view, ``insn`` an :class:`accel.isa.Insn` view, both
+    held while they settle). Everything else the address generators add comes precomputed
+    in the instruction (``a_addr``, :func:`accel.isa.window_origin`) and the SETCONV
+    (``step_x``, ``step_row``, ``tap_x``, ``tap_row``): the hardware has no other multiplier.
     """
-    g, A, coord = geometry, addr_bits, _COORD_BITS - 1
-    k = {name: Signal(width, name=f"k_{name}") for name, width in (
-        ("step_x", A), ("inw_a", A), ("dil_x_a", A), ("ys0", coord), ("xs0", coord), ("kx_back", 9),
-        ("step_y", A), ("dil_y_row", A), ("pix_row0", A), ("xs0_a", A), ("pad_off", A), ("kx_back_a", A))}
-    m.d.sync += [
-        k["step_x"].eq(g.stride_x * insn.a_stride),
-        k["inw_a"].eq(g.in_w * insn.a_stride),
-        k["dil_x_a"].eq(g.dil_x * insn.a_stride),
-        k["ys0"].eq(insn.oy0 * g.stride_y),
-        k["xs0"].eq(insn.ox0 * g.stride_x),
-        k["kx_back"].eq((g.kw - 1) * g.dil_x),
-        k["step_y"].eq(g.stride_y * k["inw_a"]),
-        k["dil_y_row"].eq(g.dil_y * k["inw_a"]),
-        k["pix_row0"].eq(k["ys0"] * k["inw_a"]),
-        k["xs0_a"].eq(k["xs0"] * insn.a_stride),
-        k["pad_off"].eq(g.pad_t * k["inw_a"] + g.pad_l * insn.a_stride),
-        k["kx_back_a"].eq(k["kx_back"] * insn.a_stride),
-    ]
+    coord = _COORD_BITS - 1
+    k = {name: Signal(coord, name=f"k_{name}") for name in ("ys0", "xs0")}
+    m.d.sync += [k["ys0"].eq(insn.oy0 * geometry.stride_y), k["xs0"].eq(insn.ox0 * geometry.stride_x)]
     return k
 
 
@@ -350,7 +331,7 @@ class Controller(wiring.Component):
         geom = Signal(isa.ConvGeometry)        # the geometry registers (SETCONV)
         x_conv = Signal()
         xc = Signal(_conv_stream_layout(A))               # constants of the conv MATMUL streaming
-        xc_base = Signal(A)                    # a_addr + cc + (tap_dy*in_w + tap_dx)*a_stride
+        xc_base = Signal(A)                    # a_addr + cc + ky*(tap_row + (kw-1)*tap_x) + kx*tap_x
         xc_tap_dy = Signal(signed(_COORD_BITS))  # ky*dil_y - pad_t
         xc_tap_dx = Signal(signed(_COORD_BITS))  # kx*dil_x - pad_l
         xc_cc = Signal(8)
@@ -358,8 +339,7 @@ class Controller(wiring.Component):
         xc_ox = Signal(12)
         xc_ys = Signal(unsigned(_COORD_BITS - 1))  # oy*stride_y
         xc_xs = Signal(unsigned(_COORD_BITS - 1))  # ox*stride_x
-        xc_pix = Signal(A)                     # (oy*stride_y*in_w + ox*stride_x)*a_stride
-        xc_pix_row = Signal(A)                 # the same at ox = 0
+        xc_pix = Signal(A)                     # the output pixel's window from (oy0, ox0)'s: step_x, step_row
         xc_iy = Signal(signed(_COORD_BITS))
         xc_ix = Signal(signed(_COORD_BITS))
         xc_inside = Signal()
@@ -377,17 +357,16 @@ class Controller(wiring.Component):
             m.d.sync += x_row_pad.eq(x_conv & ~xc_inside)
             with m.If(x_last_row):
                 m.d.sync += [
-                    xc_ox.eq(xc.ox0), xc_ys.eq(xc.ys0), xc_xs.eq(xc.xs0),
-                    xc_pix.eq(xc.pix0), xc_pix_row.eq(xc.pix_row0),
+                    xc_ox.eq(xc.ox0), xc_ys.eq(xc.ys0), xc_xs.eq(xc.xs0), xc_pix.eq(0),
                 ]
                 with m.If(xc_cc == xc.c_chunks - 1):
                     m.d.sync += xc_cc.eq(0)
                     with m.If(xc_kx == xc.kw - 1):
                         m.d.sync += [
                             xc_kx.eq(0),
-                            xc_base.eq(xc_base + xc.tap_y),
+                            xc_base.eq(xc_base + xc.tap_row),
                             xc_tap_dy.eq(xc_tap_dy + xc.dil_y),
-                            xc_tap_dx.eq(xc_tap_dx - xc.kx_back),
+                            xc_tap_dx.eq(-xc.pad_l),
                         ]
                     with m.Else():
                         m.d.sync += [
@@ -400,7 +379,7 @@ class Controller(wiring.Component):
             with m.Elif(xc_ox == xc.out_w - 1):
                 m.d.sync += [
                     xc_ox.eq(0), xc_ys.eq(xc_ys + xc.stride_y), xc_xs.eq(0),
-                    xc_pix_row.eq(xc_pix_row + xc.step_y), xc_pix.eq(xc_pix_row + xc.step_y),
+                    xc_pix.eq(xc_pix + xc.step_row),
                 ]
             with m.Else():
                 m.d.sync += [xc_ox.eq(xc_ox + 1), xc_xs.eq(xc_xs + xc.stride_x), xc_pix.eq(xc_pix + xc.step_x)]
@@ -447,19 +426,15 @@ class Controller(wiring.Component):
                     m.d.sync += bank.as_value().eq(
                         Cat(bank.as_value()[isa.PARAM_BITS:], self.pbuf.data))
 
-        # -- conv preparation: the per-instruction constants, two register stages ---------
+        # -- conv preparation: the per-instruction constants, in register stages ----------
         # Computed every cycle from the decoded instruction (held in imem.data) and the
-        # geometry registers; PREP waits for them. The multipliers are outside the per-row
-        # path: streaming only adds and compares.
+        # geometry registers; PREP waits for them. Streaming only adds and compares.
         g = geom
-        k = conv_constants(m, g, insn, A)
-        p3_tap_x, p3_tap_y, p3_pix0, p3_base0 = (
-            Signal(A, name=f"p3_{n}") for n in ("tap_x", "tap_y", "pix0", "base0"))
+        k = window_start(m, g, insn)
+        p3_tap_x, p3_tap_row = (Signal(A, name=f"p3_{n}") for n in ("tap_x", "tap_row"))
         m.d.sync += [
-            p3_tap_x.eq(k["dil_x_a"] - (g.c_chunks - 1)),
-            p3_tap_y.eq(k["dil_y_row"] - k["kx_back_a"] - (g.c_chunks - 1)),
-            p3_pix0.eq(k["pix_row0"] + k["xs0_a"]),
-            p3_base0.eq(insn.a_addr - k["pad_off"]),
+            p3_tap_x.eq(g.tap_x - (g.c_chunks - 1)),
+            p3_tap_row.eq(g.tap_row - (g.c_chunks - 1)),
         ]
         m.d.comb += [self.geometry.eq(geom), self.vec_insn.eq(self.imem.data)]
 
@@ -565,14 +540,13 @@ class Controller(wiring.Component):
                         xc.in_h.eq(g.in_h), xc.in_w.eq(g.in_w), xc.out_w.eq(g.out_w), xc.kw.eq(g.kw),
                         xc.c_chunks.eq(g.c_chunks), xc.pad.eq(g.x_pad[:8]),
                         xc.stride_x.eq(g.stride_x), xc.stride_y.eq(g.stride_y),
-                        xc.dil_x.eq(g.dil_x), xc.dil_y.eq(g.dil_y), xc.kx_back.eq(k["kx_back"]),
+                        xc.dil_x.eq(g.dil_x), xc.dil_y.eq(g.dil_y), xc.pad_l.eq(g.pad_l),
                         xc.ox0.eq(insn.ox0), xc.ys0.eq(k["ys0"]), xc.xs0.eq(k["xs0"]),
-                        xc.pix0.eq(p3_pix0), xc.pix_row0.eq(k["pix_row0"]),
-                        xc.step_x.eq(k["step_x"]), xc.step_y.eq(k["step_y"]),
-                        xc.tap_x.eq(p3_tap_x), xc.tap_y.eq(p3_tap_y),
-                        xc_base.eq(p3_base0), xc_tap_dy.eq(-g.pad_t), xc_tap_dx.eq(-g.pad_l),
+                        xc.step_x.eq(g.step_x), xc.step_row.eq(g.step_row),
+                        xc.tap_x.eq(p3_tap_x), xc.tap_row.eq(p3_tap_row),
+                        xc_base.eq(insn.a_addr), xc_tap_dy.eq(-g.pad_t), xc_tap_dx.eq(-g.pad_l),
                         xc_cc.eq(0), xc_kx.eq(0), xc_ox.eq(insn.ox0), xc_ys.eq(k["ys0"]), xc_xs.eq(k["xs0"]),
-                        xc_pix.eq(p3_pix0), xc_pix_row.eq(k["pix_row0"]),
+                        xc_pix.eq(0),
                     ]
                 with m.If((w_sent | w_go) & (x_sent | x_go)):
                     m.d.sync += pc.eq(pc + 1)

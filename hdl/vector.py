@@ -19,7 +19,7 @@ from amaranth.lib.wiring import In, Out
 
 from .. import isa
 from ..config import HardwareConfig
-from .controller import _COORD_BITS, TAG_WIDTH, Tag, conv_constants, requantizer_members
+from .controller import _COORD_BITS, TAG_WIDTH, Tag, requantizer_members, window_start
 from .qadd import QAddLanes
 from .requant import _clamp
 
@@ -120,8 +120,8 @@ class VectorUnit(wiring.Component):
             byte = word[8 * i:8 * i + 8]
             return Cat(byte, byte[7] & signed_bytes).as_signed()
 
-        # -- constants, computed in PREP (two register stages, like the controller's) -------
-        k = conv_constants(m, g, ins, A)
+        # -- the first output pixel's input coordinates, registered during PREP -------------
+        k = window_start(m, g, ins)
 
         # -- MAX: pixel -> chunk -> ky -> kx, one tap read per cycle -------------------------
         mx_m = Signal(16)
@@ -129,12 +129,10 @@ class VectorUnit(wiring.Component):
         mx_cc = Signal(8)
         mx_kx = Signal(5)
         mx_ky = Signal(5)
-        mx_pix = Signal(A)        # a_addr + ((oy*sy - pad_t)*in_w + ox*sx - pad_l)*a_stride
-        mx_pix_row = Signal(A)    # the same at ox = 0
+        mx_pix = Signal(A)        # the output pixel's window corner: a_addr, then step_x / step_row
         mx_iy0 = Signal(signed(_COORD_BITS))   # oy*stride_y - pad_t
         mx_ix0 = Signal(signed(_COORD_BITS))   # ox*stride_x - pad_l
         mx_tap = Signal(A)        # (ky*dil_y*in_w + kx*dil_x)*a_stride
-        mx_tap_row = Signal(A)    # the same at kx = 0
         mx_dy = Signal(signed(_COORD_BITS))    # ky*dil_y
         mx_dx = Signal(signed(_COORD_BITS))    # kx*dil_x
         mx_y_row = Signal(A)      # y_addr + m*y_stride
@@ -256,10 +254,9 @@ class VectorUnit(wiring.Component):
                 with m.If(prep == 2):
                     m.d.sync += [
                         mx_m.eq(0), mx_ox.eq(ins.ox0), mx_cc.eq(0), mx_kx.eq(0), mx_ky.eq(0),
-                        mx_pix.eq(ins.a_addr - k["pad_off"] + k["pix_row0"] + k["xs0_a"]),
-                        mx_pix_row.eq(ins.a_addr - k["pad_off"] + k["pix_row0"]),
+                        mx_pix.eq(ins.a_addr),
                         mx_iy0.eq(k["ys0"] - g.pad_t), mx_ix0.eq(k["xs0"] - g.pad_l),
-                        mx_tap.eq(0), mx_tap_row.eq(0), mx_dy.eq(0), mx_dx.eq(0),
+                        mx_tap.eq(0), mx_dy.eq(0), mx_dx.eq(0),
                         mx_y_row.eq(ins.y_addr),
                         gs_p.eq(0), gs_cc.eq(0), gs_addr.eq(ins.a_addr),
                         gs_pb_addr.eq(ins.p_addr), gs_pb_left.eq(lanes),
@@ -291,15 +288,15 @@ class VectorUnit(wiring.Component):
                     r_waddr.eq(mx_y_row + mx_cc),
                 ]
                 with m.If(~last_kx):
-                    m.d.sync += [mx_kx.eq(mx_kx + 1), mx_tap.eq(mx_tap + k["dil_x_a"]), mx_dx.eq(mx_dx + g.dil_x)]
+                    m.d.sync += [mx_kx.eq(mx_kx + 1), mx_tap.eq(mx_tap + g.tap_x), mx_dx.eq(mx_dx + g.dil_x)]
                 with m.Elif(~last_ky):
                     m.d.sync += [
                         mx_kx.eq(0), mx_ky.eq(mx_ky + 1),
-                        mx_tap_row.eq(mx_tap_row + k["dil_y_row"]), mx_tap.eq(mx_tap_row + k["dil_y_row"]),
+                        mx_tap.eq(mx_tap + g.tap_row),
                         mx_dx.eq(0), mx_dy.eq(mx_dy + g.dil_y),
                     ]
                 with m.Else():
-                    m.d.sync += [mx_kx.eq(0), mx_ky.eq(0), mx_tap.eq(0), mx_tap_row.eq(0),
+                    m.d.sync += [mx_kx.eq(0), mx_ky.eq(0), mx_tap.eq(0),
                                  mx_dx.eq(0), mx_dy.eq(0)]
                     with m.If(~last_cc):
                         m.d.sync += mx_cc.eq(mx_cc + 1)
@@ -310,11 +307,11 @@ class VectorUnit(wiring.Component):
                         with m.Elif(mx_ox == g.out_w - 1):
                             m.d.sync += [
                                 mx_ox.eq(0), mx_iy0.eq(mx_iy0 + g.stride_y), mx_ix0.eq(-g.pad_l),
-                                mx_pix_row.eq(mx_pix_row + k["step_y"]), mx_pix.eq(mx_pix_row + k["step_y"]),
+                                mx_pix.eq(mx_pix + g.step_row),
                             ]
                         with m.Else():
                             m.d.sync += [mx_ox.eq(mx_ox + 1), mx_ix0.eq(mx_ix0 + g.stride_x),
-                                         mx_pix.eq(mx_pix + k["step_x"])]
+                                         mx_pix.eq(mx_pix + g.step_x)]
 
             with m.State("GSUM"):
                 with m.If(gs_pb_left != 0):

@@ -26,7 +26,7 @@ from ..compiler.cycles import CycleModel, vector_cycles
 from ..compiler.layout import pack_words, unpack_param_words, unpack_words, wrap_signed
 from ..config import HW_REVISION, HardwareConfig
 from ..errors import DeviceError
-from ..isa import ADD_TABLE_WORDS, Memory, Opcode, Vop, add_recipe, decode
+from ..isa import ADD_TABLE_WORDS, ADDR_BITS, Memory, Opcode, Vop, add_recipe, decode, window_addresses
 from ..runtime import HardwareDevice, Ident, IdentInfo, Paused, Read, Resume, Run, Status, Target, Write
 
 __all__ = ["EmulatorTarget", "EmulatorDevice"]
@@ -372,6 +372,10 @@ class _Geometry(NamedTuple):
     pad_l: int
     c_chunks: int
     x_pad: int
+    step_x: int
+    step_row: int
+    tap_x: int
+    tap_row: int
 
     def addresses(self, insn: _Insn, m: np.ndarray, ky: np.ndarray, kx: np.ndarray, cc: np.ndarray):
         """Return the ABUF words ``[len(m), len(ky)]`` of output pixels ``m`` (from ``(oy0, ox0)``) at taps ``(ky, kx, cc)``, and which lie inside the input."""
@@ -382,7 +386,8 @@ class _Geometry(NamedTuple):
         iy = oy[:, None] * self.stride_y + ky[None, :] * self.dil_y - self.pad_t
         ix = ox[:, None] * self.stride_x + kx[None, :] * self.dil_x - self.pad_l
         valid = (iy >= 0) & (iy < self.in_h) & (ix >= 0) & (ix < self.in_w)
-        return insn.a_addr + (iy * self.in_w + ix) * insn.a_stride + cc[None, :], valid
+        words = window_addresses(self, insn.a_addr, insn.ox0, m[:, None], ky[None, :], kx[None, :])
+        return (words + cc[None, :]) & ((1 << ADDR_BITS) - 1), valid
 
 
 class _Result(NamedTuple):

@@ -137,7 +137,7 @@ class CoreModel:
         iy = oy * g.stride_y + ky * g.dil_y - g.pad_t
         ix = ox * g.stride_x + kx * g.dil_x - g.pad_l
         inside = (iy >= 0) & (iy < g.in_h) & (ix >= 0) & (ix < g.in_w)
-        return insn.a_addr + (iy * g.in_w + ix) * insn.a_stride, inside
+        return isa.window_addresses(g, int(insn.a_addr), int(insn.ox0), np.arange(len(oy)), ky, kx), inside
 
     def _abuf_bytes(self, addresses, signed: bool) -> np.ndarray:
         return unpack(self._rows(isa.Memory.ABUF, addresses), self.config.rows, 8, signed)

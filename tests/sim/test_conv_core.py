@@ -157,8 +157,9 @@ def place_conv(config, rng, *, in_hw, c, n, k, stride=(1, 1), dil=(1, 1), pads=(
     x = random_bytes(rng, (in_h, in_w, groups, cch * rows), x_signed)
     x_zp = int(rng.integers(-20, 21)) if x_signed else int(rng.integers(0, 60))
     writes = [Write(isa.Memory.ABUF, a_addr, tuple(pack(x.reshape(-1, rows), 8)))]
-    program = [isa.setconv(in_h=in_h, in_w=in_w, out_w=out_w, kh=kh, kw=kw, stride_y=sy, stride_x=sx,
-                           dil_y=dy, dil_x=dx, pad_t=pad_t, pad_l=pad_l, c_chunks=cch, x_pad=x_zp)]
+    geometry = dict(in_h=in_h, in_w=in_w, out_w=out_w, kh=kh, kw=kw, stride_y=sy, stride_x=sx,
+                    dil_y=dy, dil_x=dx, pad_t=pad_t, pad_l=pad_l, c_chunks=cch, x_pad=x_zp)
+    program = [isa.setconv(**geometry, a_stride=s_in)]
     lo, hi = clamp if clamp is not None else ((-128, 127) if y_signed else (0, 255))
     w_next, p_next = w_addr, p_addr
     bounds = np.linspace(0, count, pieces + 1).astype(int)
@@ -180,7 +181,8 @@ def place_conv(config, rng, *, in_hw, c, n, k, stride=(1, 1), dil=(1, 1), pads=(
             for first, last in zip(bounds[:-1], bounds[1:]):
                 program.append(isa.matmul(
                     conv=1, x_signed=int(x_signed), y_signed=int(y_signed),
-                    w_addr=w_next + nt * k_tiles * rows, a_addr=a_addr + grp * cch, a_stride=s_in,
+                    w_addr=w_next + nt * k_tiles * rows, a_stride=s_in,
+                    a_addr=isa.window_origin(geometry, a_addr + grp * cch, s_in, *divmod(int(first), out_w)),
                     count=int(last - first), k_tiles=k_tiles, acc_addr=0, p_addr=p_next + nt * cols,
                     y_addr=y_addr + first * s_out + grp * n_tiles + nt, y_stride=s_out,
                     oy0=int(first // out_w), ox0=int(first % out_w), y_zp=y_zp, y_lo=lo, y_hi=hi))
@@ -282,11 +284,13 @@ def test_vector_max_bit_exact(target, case):
     s = -(-ch // rows)
     x = random_bytes(rng, (in_h, in_w, ch), signed)
     a_addr, y_addr, count = 9, 1500, out_h * out_w
-    program = [isa.setconv(in_h=in_h, in_w=in_w, out_w=out_w, kh=kh, kw=kw, stride_y=sy, stride_x=sx,
-                           dil_y=1, dil_x=1, pad_t=pad_t, pad_l=pad_l, c_chunks=s, x_pad=77)]
+    geometry = dict(in_h=in_h, in_w=in_w, out_w=out_w, kh=kh, kw=kw, stride_y=sy, stride_x=sx,
+                    dil_y=1, dil_x=1, pad_t=pad_t, pad_l=pad_l, c_chunks=s, x_pad=77)
+    program = [isa.setconv(**geometry, a_stride=s)]
     bounds = np.linspace(0, count, pieces + 1).astype(int)
     for first, last in zip(bounds[:-1], bounds[1:]):
-        program.append(isa.vector(isa.Vop.MAX, x_signed=int(signed), y_signed=int(signed), a_addr=a_addr,
+        program.append(isa.vector(isa.Vop.MAX, x_signed=int(signed), y_signed=int(signed),
+                                  a_addr=isa.window_origin(geometry, a_addr, s, *divmod(int(first), out_w)),
                                   a_stride=s, count=int(last - first), y_addr=y_addr + int(first) * s, y_stride=s,
                                   oy0=int(first // out_w), ox0=int(first % out_w), y_lo=lo, y_hi=hi))
     cycles = run_both(target, [Write(isa.Memory.ABUF, a_addr, tuple(tensor_words(x, rows)))], program,
@@ -386,9 +390,11 @@ def test_conv_pool_gsum_chain(target):
                       a_addr=0, y_addr=500, w_addr=0, p_addr=0)
     s = -(-(rows + 2) // rows)
     program = list(conv.program)
-    program += [isa.setconv(in_h=8, in_w=8, out_w=4, kh=2, kw=2, stride_y=2, stride_x=2, dil_y=1, dil_x=1,
-                            c_chunks=s),
-                isa.vector(isa.Vop.MAX, x_signed=1, y_signed=1, a_addr=500, a_stride=s, count=16, y_addr=800,
+    pool = dict(in_h=8, in_w=8, out_w=4, kh=2, kw=2, stride_y=2, stride_x=2, dil_y=1, dil_x=1, pad_t=0, pad_l=0,
+                c_chunks=s)
+    program += [isa.setconv(**pool, a_stride=s),
+                isa.vector(isa.Vop.MAX, x_signed=1, y_signed=1, a_addr=isa.window_origin(pool, 500, s, 0, 0),
+                           a_stride=s, count=16, y_addr=800,
                            y_stride=s, y_lo=-128, y_hi=127),
                 isa.setconv(c_chunks=s),
                 isa.vector(isa.Vop.GSUM, x_signed=1, y_signed=1, a_addr=800, a_stride=s, count=16, p_addr=0,
