@@ -159,9 +159,7 @@ class HostInterface(wiring.Component):
         word = Signal(max_bytes * 8)                   # WRITE: word being assembled
         byte_index = Signal(range(max_bytes + 1))
         write_pending = Signal()
-        out_word = Signal(max_bytes * 8)               # READ: word being sent
-        out_left = Signal(range(max_bytes + 1))
-        prefetched = Signal()
+        out_index = Signal(range(max_bytes))           # READ: byte of bus.rdata being sent
         reply = Signal(_REPLY_BYTES * 8)
         reply_left = Signal(range(_REPLY_BYTES + 1))
         ran = Signal()                                 # a run has completed since reset
@@ -253,26 +251,20 @@ class HostInterface(wiring.Component):
                 # The last word is written on this clock edge; acknowledge afterwards.
                 send(ACK, 1)
 
+            # The bytes go out straight from the read data, which the memory holds until the
+            # next fetch: one fetch cycle per word, no copy of the (up to 256-bit) word.
             with m.State("READ_FETCH"):
                 fetch()
-                m.next = "READ_LOAD"
-
-            with m.State("READ_LOAD"):
-                m.d.sync += [out_word.eq(bus.rdata), out_left.eq(nbytes), prefetched.eq(words != 0)]
-                with m.If(words != 0):
-                    fetch()
+                m.d.sync += out_index.eq(0)
                 m.next = "READ_SEND"
 
             with m.State("READ_SEND"):
-                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(out_word[:8])]
+                m.d.comb += [self.o.valid.eq(1), self.o.payload.eq(bus.rdata.word_select(out_index, 8))]
                 with m.If(self.o.ready):
-                    m.d.sync += [out_word.eq(out_word >> 8), out_left.eq(out_left - 1)]
-                    with m.If(out_left == 1):
-                        with m.If(prefetched):
-                            m.d.sync += [out_word.eq(bus.rdata), out_left.eq(nbytes),
-                                         prefetched.eq(words != 0)]
-                            with m.If(words != 0):
-                                fetch()
+                    m.d.sync += out_index.eq(out_index + 1)
+                    with m.If(out_index == nbytes - 1):
+                        with m.If(words != 0):
+                            m.next = "READ_FETCH"
                         with m.Else():
                             m.next = "CMD"
 
