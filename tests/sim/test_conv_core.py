@@ -179,13 +179,14 @@ def place_conv(config, rng, *, in_hw, c, n, k, stride=(1, 1), dil=(1, 1), pads=(
         y_zp = int(rng.integers(-20, 21)) if y_signed else int(rng.integers(0, 60))
         for nt in range(n_tiles):
             for first, last in zip(bounds[:-1], bounds[1:]):
+                oy0, ox0 = divmod(int(first), out_w)
                 program.append(isa.matmul(
                     conv=1, x_signed=int(x_signed), y_signed=int(y_signed),
                     w_addr=w_next + nt * k_tiles * rows, a_stride=s_in,
-                    a_addr=isa.window_origin(geometry, a_addr + grp * cch, s_in, *divmod(int(first), out_w)),
+                    a_addr=isa.window_origin(geometry, a_addr + grp * cch, s_in, oy0, ox0),
                     count=int(last - first), k_tiles=k_tiles, acc_addr=0, p_addr=p_next + nt * cols,
                     y_addr=y_addr + first * s_out + grp * n_tiles + nt, y_stride=s_out,
-                    oy0=int(first // out_w), ox0=int(first % out_w), y_zp=y_zp, y_lo=lo, y_hi=hi))
+                    oy0=oy0, ox0=ox0, y_zp=y_zp, y_lo=lo, y_hi=hi))
         w_next += n_tiles * k_tiles * rows
         p_next += n_tiles * cols
     return Conv(writes, program, y_addr, count * s_out, out_h, out_w, count * kh * kw * cg * n)
@@ -289,10 +290,11 @@ def test_vector_max_bit_exact(target, case):
     program = [isa.setconv(**geometry, a_stride=s)]
     bounds = np.linspace(0, count, pieces + 1).astype(int)
     for first, last in zip(bounds[:-1], bounds[1:]):
+        oy0, ox0 = divmod(int(first), out_w)
         program.append(isa.vector(isa.Vop.MAX, x_signed=int(signed), y_signed=int(signed),
-                                  a_addr=isa.window_origin(geometry, a_addr, s, *divmod(int(first), out_w)),
+                                  a_addr=isa.window_origin(geometry, a_addr, s, oy0, ox0),
                                   a_stride=s, count=int(last - first), y_addr=y_addr + int(first) * s, y_stride=s,
-                                  oy0=int(first // out_w), ox0=int(first % out_w), y_lo=lo, y_hi=hi))
+                                  oy0=oy0, ox0=ox0, y_lo=lo, y_hi=hi))
     cycles = run_both(target, [Write(isa.Memory.ABUF, a_addr, tuple(tensor_words(x, rows)))], program,
                       [Read(isa.Memory.ABUF, y_addr, count * s)])
     # Cross-check the model with a direct NumPy max pool (padding as -inf).
