@@ -53,6 +53,8 @@ _STAGES = {"YOSYS": "synthesis (yosys)", "NEXTPNR_ICE40": "place and route (next
 #: itself up to the chip's budget (accel.hdl.dsp) and builds the products beyond it from LUTs;
 #: inference would map those onto blocks that are already taken.
 _SYNTH_OPTS = {"ice40": [], "ecp5": ["-nodsp"]}
+# router2 finishes the ECP5-85F designs that router1 left congested (287k of 304k arcs after 3 min).
+_NEXTPNR_OPTS = {"ice40": [], "ecp5": ["--router", "router2"]}
 _PROGRESS_EVERY = 30.0
 _UTILIZATION_LINE = re.compile(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%")
 
@@ -365,7 +367,7 @@ def build_board(board, config: HardwareConfig | str | None = None, out_dir=None,
     plan = platform.build(top, name=name, build_dir=str(out_dir), do_build=False,
                           synth_opts=_SYNTH_OPTS[board.family] if synth_opts is None else list(synth_opts),
                           script_after_synth=f"tee -q -o {name}.stat.json stat -json",
-                          nextpnr_opts=["--timing-allow-fail"])
+                          nextpnr_opts=["--timing-allow-fail", *_NEXTPNR_OPTS[board.family]])
     plan.extract(str(out_dir))
     runner.stage_seconds["elaborate"] = time.monotonic() - t0
     progress(f"{runner.elapsed()} elaborated in {runner.stage_seconds['elaborate']:.1f} s; files in {out_dir}")
