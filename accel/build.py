@@ -53,8 +53,6 @@ _STAGES = {"YOSYS": "synthesis (yosys)", "NEXTPNR_ICE40": "place and route (next
 #: itself up to the chip's budget (accel.hdl.dsp) and builds the products beyond it from LUTs;
 #: inference would map those onto blocks that are already taken.
 _SYNTH_OPTS = {"ice40": [], "ecp5": ["-nodsp"]}
-# router2 finishes the ECP5-85F designs that router1 left congested (287k of 304k arcs after 3 min).
-_NEXTPNR_OPTS = {"ice40": [], "ecp5": ["--router", "router2"]}
 _PROGRESS_EVERY = 30.0
 _UTILIZATION_LINE = re.compile(r"Info:\s+(\w+):\s+(\d+)/\s*(\d+)\s+\d+%")
 
@@ -302,7 +300,7 @@ def _last_error(*logs: Path) -> str:
 
 def build_board(board, config: HardwareConfig | str | None = None, out_dir=None, *, seed: int = 1,
                 seeds: int = 1, baud: int | None = None, progress=None, top=None,
-                synth_opts: list[str] | None = None) -> BuildResult:
+                synth_opts: list[str] | None = None, router: str | None = None) -> BuildResult:
     """Build the bitstream of ``board`` for ``config`` and return the :class:`BuildResult`.
 
     Parameters
@@ -323,6 +321,8 @@ def build_board(board, config: HardwareConfig | str | None = None, out_dir=None,
         A ready-made top to build instead of ``BoardTop(config, board, baud=baud)``.
     synth_opts : list of str, optional
         Options for ``synth_ice40``/``synth_ecp5`` instead of the family's defaults.
+    router : str, optional
+        nextpnr's ``--router`` (``router1``, its default, or ``router2``).
 
     Raises
     ------
@@ -367,7 +367,7 @@ def build_board(board, config: HardwareConfig | str | None = None, out_dir=None,
     plan = platform.build(top, name=name, build_dir=str(out_dir), do_build=False,
                           synth_opts=_SYNTH_OPTS[board.family] if synth_opts is None else list(synth_opts),
                           script_after_synth=f"tee -q -o {name}.stat.json stat -json",
-                          nextpnr_opts=["--timing-allow-fail", *_NEXTPNR_OPTS[board.family]])
+                          nextpnr_opts=["--timing-allow-fail", *(["--router", router] if router else [])])
     plan.extract(str(out_dir))
     runner.stage_seconds["elaborate"] = time.monotonic() - t0
     progress(f"{runner.elapsed()} elaborated in {runner.stage_seconds['elaborate']:.1f} s; files in {out_dir}")
