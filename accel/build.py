@@ -410,9 +410,9 @@ def build_board(board, config: HardwareConfig | str | None = None, out_dir=None,
             resources = parse_nextpnr_log_utilization((out_dir / f"{name}.seed{s}.tim").read_text(errors="replace")
                                                       if (out_dir / f"{name}.seed{s}.tim").is_file() else "",
                                                       board.resources)
+            result.resources = resources  # what placement used, for the report of a failed run
             over = [r for r in resources if not r.fits]
             if over:  # the design does not fit: more seeds will not help
-                result.resources = resources
                 result.failures = ["does not fit: " + ", ".join(
                     f"{r.label} {r.used:,}/{r.total:,} ({r.used / r.total:.0%})" for r in over)]
                 break

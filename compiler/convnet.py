@@ -674,7 +674,7 @@ class FoldWeights(NetStage):
     def _add(program, layer):
         g, node = program.graph, layer.node
         a = node.attrs
-        aq, bq, rq = a["a_quant"], a["b_quant"], a["requant"]
+        aq, bq = a["a_quant"], a["b_quant"]
         yq = a.get("y_quant") or g.tensors[node.outputs[0]].quant
         shape = g.tensors[node.inputs[0]].shape
         # ORT's kernel swaps its operands only for a broadcast scalar span; the shapes here are equal.
@@ -880,7 +880,6 @@ def _layer_program(program: NetProgram, layer: NetLayer, tiles=None, setconv: bo
     the layer's SETCONV and final SYNC (for a layer split across stream segments).
     """
     cfg, batch = program.config, program.batch
-    R, C = cfg.rows, cfg.cols
     acc_tile = min(cfg.accbuf.depth, _COUNT_MAX)
     x = program.abuf.get(layer.inputs[0], 0)
     y = program.abuf.get(layer.output, 0)
@@ -949,7 +948,6 @@ class EmitNetProgram(NetStage):
     """
 
     def apply(self, program, check_feeds=None):
-        cfg = program.config
         plan = program.segments
         if plan is None:
             everything = {id(layer) for layer in program.layers}
