@@ -18,7 +18,7 @@ from dataclasses import dataclass
 __all__ = ["HW_REVISION", "BufferSpec", "HardwareConfig", "PRESETS", "preset", "preset_names"]
 
 # Bump when the hardware's behaviour or the ISA changes, so old artifacts are refused.
-HW_REVISION = 6
+HW_REVISION = 7
 
 BUFFER_KINDS = ("auto", "lutram", "ebr", "spram")
 
@@ -139,6 +139,22 @@ class HardwareConfig:
         return self.cols // self.requant_lanes
 
     @property
+    def deferred_requant(self) -> bool:
+        """Return whether the last K tile's rows are accumulated first and requantized later (``requant_spacing > 1``).
+
+        With time-multiplexed requantizer lanes the rows of a MATMUL's last K tile are summed
+        into ACC at one row per cycle like the other tiles, and a drainer feeds them from
+        ACC to the requantizer, one row every ``requant_spacing`` cycles, while the next
+        MATMUL streams. ACC is then split into two halves, one per instruction context.
+        """
+        return self.requant_spacing > 1
+
+    @property
+    def acc_rows(self) -> int:
+        """Return the most rows one MATMUL may accumulate: the ACC depth, half of it with deferred requantization."""
+        return self.accbuf.depth // 2 if self.deferred_requant else self.accbuf.depth
+
+    @property
     def qadd_spacing(self) -> int:
         """Return the cycles the QLinearAdd lanes spend on one ABUF word: ``rows / qadd_lanes``."""
         return self.rows // self.qadd_lanes
@@ -193,16 +209,17 @@ PRESETS: dict[str, HardwareConfig] = {
     # ECP5-85F: a 16x16 array (ResNet-8's and DS-CNN's 16/32/64 channels fill it), 256 products on
     # the 156 MULT18X18D plus LUT multipliers. Buffers in the 208 EBR (18 Kbit each): ABUF 16K x 128
     # bits (128 EBR, so MobileNetV1-0.25's activations fit), WBUF 4K x 144 (36; weights beyond it
-    # stream), ACCBUF 512 x 512 (15), IMEM 512 x 256 (8), PBUF 1K x 64 (4): 191. Eight QLinearAdd
-    # lanes (about 1,400 LUT4 and 2 EBR each for the table recipe): a VECTOR ADD row every
-    # 2 cycles, as fast as the two ABUF reads per row allow. Four
-    # requantizer lanes (16 DSPs; 140 PEs on DSPs): a last-K-tile row every 4 cycles. Yosys
-    # counts with 16 / 8 / 4 requantizer lanes: about 90,000 / 76,500 / 69,700 LUT4 + 2 x CCU2C.
+    # stream), ACCBUF 512 x 512 (2 x 15: a second copy for the deferred requantization's read port),
+    # IMEM 512 x 256 (8), PBUF 1K x 64 (4): 206 with the add tables. Four requantizer lanes (16 DSPs;
+    # 140 PEs on DSPs): a row every 4 cycles, drained from ACC while the next MATMUL streams. Yosys
+    # counts with 16 / 8 / 4 requantizer lanes: about 90,000 / 76,500 / 69,700 LUT4 + 2 x CCU2C. Four
+    # QLinearAdd lanes (about 1,400 LUT4 and 2 EBR each for the table recipe): a VECTOR ADD row every
+    # 4 cycles (eight lanes, every 2, did not leave EBR for the second ACC copy).
     "ulx3s-85f": HardwareConfig(
         name="ulx3s-85f", rows=16, cols=16,
         imem=BufferSpec(512, "ebr"), abuf=BufferSpec(16384, "ebr"), wbuf=BufferSpec(4096, "ebr"),
         accbuf=BufferSpec(512, "ebr"), pbuf=BufferSpec(1024, "ebr"),
-        clock_hz=125_000_000, board="ulx3s-85f", qadd_lanes=8, requant_lanes=4),
+        clock_hz=125_000_000, board="ulx3s-85f", qadd_lanes=4, requant_lanes=4),
 }
 
 

@@ -45,7 +45,7 @@ from amaranth.lib import data
 
 from .. import isa, numerics
 from ..config import HardwareConfig
-from .cycles import model_layer_cycles
+from .cycles import CycleModel, drain_cycles, model_layer_cycles, weight_load_cycles
 from .errors import CompileError, DoesNotFitError
 from .gemm import Boundary
 from .ir import Graph, IRError, Node, dtype_range
@@ -718,7 +718,7 @@ class PlanNetMemory(NetStage):
             w_addr += layer.n_tiles * layer.k_tiles * cfg.rows if layer.tiles else 0
             p_addr += layer.pbuf_words
         imem = sum(_instruction_count(program, layer) for layer in layers)
-        m_tile = max((min(layer.y_pixels * (batch if layer.kind == "fc" else 1), cfg.accbuf.depth)
+        m_tile = max((min(layer.y_pixels * (batch if layer.kind == "fc" else 1), cfg.acc_rows)
                       for layer in layers if layer.tiles), default=0)
         words = dict(imem=imem, abuf=program.abuf_words, wbuf=w_addr, pbuf=p_addr, accbuf=m_tile)
         over = check_fits(program.name, cfg, words, batch, streamable=STREAMABLE)
@@ -868,6 +868,47 @@ def _m_ranges(total: int, tile: int) -> list[tuple[int, int]]:
     return [(m0, min(tile, total - m0)) for m0 in range(0, total, tile)]
 
 
+def _matmul_rows(total: int, tile: int, k_tiles: int, config: HardwareConfig, tapered: bool) -> list[tuple[int, int]]:
+    """Split ``total`` output rows into MATMULs of at most ``tile`` rows; ``tapered``: end in shrinking ones.
+
+    Before a SYNC or STREAM the last MATMUL's drain is exposed, and with deferred
+    requantization (``config.deferred_requant``) it reads its ``count`` rows from ACC
+    ``requant_spacing`` cycles apart. When a MATMUL streams longer than the one before it
+    drains (``k_tiles > requant_spacing``), MATMULs that shrink towards the end, each small
+    enough to drain while the next one streams, hide all drains but the last, small one.
+    The split is kept only where the cycle model says it is faster; the smallest MATMUL
+    it tries is one weight tile's worth of rows.
+    """
+    plain = _m_ranges(total, tile)
+    spacing, drain = config.requant_spacing, drain_cycles(config)
+    if not (tapered and config.deferred_requant and k_tiles > spacing):
+        return plain
+
+    def split(last):
+        tail, size, left = [], last, total
+        while left > 0 and size < tile:
+            tail.append(min(size, left))
+            left -= tail[-1]
+            grown = (k_tiles * size - drain) // spacing  # drains while a MATMUL of `size` rows streams
+            if grown <= size:
+                break
+            size = grown
+        counts = ([left % tile] if left % tile else []) + [tile] * (left // tile) + tail[::-1]
+        starts = np.cumsum([0, *counts[:-1]])
+        return [(int(m0), n) for m0, n in zip(starts, counts)]
+
+    def modelled(ranges):
+        model = CycleModel(config)
+        for _, n in ranges:
+            model.step(isa.Opcode.MATMUL, n, k_tiles)
+        model.step(isa.Opcode.SYNC)
+        return model.cycles
+
+    smallest = max(weight_load_cycles(config), -(-drain // (k_tiles - spacing)) + 1)  # grows from here on
+    candidates = [split(last) for last in sorted({smallest, 2 * smallest, 4 * smallest}) if last < tile]
+    return min([plain, *candidates], key=modelled)
+
+
 def _instruction_count(program, layer) -> int:
     return len(_layer_program(program, layer))
 
@@ -880,7 +921,7 @@ def _layer_program(program: NetProgram, layer: NetLayer, tiles=None, setconv: bo
     the layer's SETCONV and final SYNC (for a layer split across stream segments).
     """
     cfg, batch = program.config, program.batch
-    acc_tile = min(cfg.accbuf.depth, _COUNT_MAX)
+    acc_tile = min(cfg.acc_rows, _COUNT_MAX)
     x = program.abuf.get(layer.inputs[0], 0)
     y = program.abuf.get(layer.output, 0)
     sx, sy = layer.x_chunks, layer.y_chunks
@@ -891,7 +932,7 @@ def _layer_program(program: NetProgram, layer: NetLayer, tiles=None, setconv: bo
     if layer.kind == "fc":
         rows = batch * layer.y_pixels
         for nt in tiles:
-            for m0, n in _m_ranges(rows, acc_tile):
+            for m0, n in _matmul_rows(rows, acc_tile, layer.k_tiles, cfg, nt == tiles[-1]):
                 insns.append(isa.matmul(**xs, **ys, w_addr=layer.tile_w[nt],
                                         a_addr=x + m0 * sx, a_stride=sx, count=n, k_tiles=layer.k_tiles,
                                         p_addr=layer.tile_p[nt], y_addr=y + m0 * sy + nt, y_stride=sy, **out))
@@ -924,7 +965,8 @@ def _layer_program(program: NetProgram, layer: NetLayer, tiles=None, setconv: bo
             insns.append(isa.setconv(**geo, a_stride=sx))
         for b in range(batch):
             for nt in tiles:
-                for m0, n in _m_ranges(layer.y_pixels, acc_tile):
+                tapered = b == batch - 1 and nt == tiles[-1]  # the layer's last MATMULs
+                for m0, n in _matmul_rows(layer.y_pixels, acc_tile, layer.k_tiles, cfg, tapered):
                     oy0, ox0 = divmod(m0, geo["out_w"])
                     a_addr = isa.window_origin(geo, x + b * layer.x_pixels * sx + layer.tile_chunk[nt], sx, oy0, ox0)
                     insns.append(isa.matmul(

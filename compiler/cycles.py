@@ -16,17 +16,20 @@ then the swap), MATMUL ``i`` of ``count`` rows and ``k_tiles`` tiles:
 * loads its first weight tile in ``L`` cycles, once fetched and once the previous MATMUL's
   last tile has swapped in (its first row entered the array);
 * is dispatched once fetched and, with ``CONTEXTS`` MATMULs in flight, once the oldest has
-  drained and handed its context over (its last row + ``drain + SYNC_CYCLES``);
+  written its results and handed its context over (``+ SYNC_CYCLES``);
 * streams its first row at the latest of these and the previous MATMUL's last row, then
-  ``D = (k_tiles - 1) * max(count, L) + (count - 1) * S + 1`` cycles to its last row, where
-  ``S = config.requant_spacing`` (1 with one requantizer lane per column): the rows of the
-  last K tile, which go to the requantizer, enter the array ``S`` cycles apart, and a
-  one-tile MATMUL's first row waits until ``S`` cycles after the previous MATMUL's last row.
+  ``D = (k_tiles - 1) * max(count, L) + count`` cycles to its last row;
+* has its results written ``drain = R + C + DRAIN_STAGES + S - 1`` cycles after its last row
+  (input skew across the rows, output skew across the columns, accumulate, requantizer
+  pipeline, write-back; ``S = config.requant_spacing``). With ``S > 1`` the requantization
+  is deferred (``config.deferred_requant``): the drainer reads its first row from ACC
+  ``R + C + DRAIN_READ`` cycles after the last row, or once the previous MATMUL's rows are
+  all read, then a row every ``S`` cycles, so its results are written
+  ``(count - 1) * S + drain + 2`` cycles after that first read, minus ``R + C + DRAIN_READ``.
 
-``SYNC``, ``HALT`` and ``STREAM`` end ``drain = R + C + DRAIN_STAGES`` cycles after the last MATMUL's
-last row (input skew across the rows, output skew across the columns, accumulate,
-requantizer pipeline, write-back), plus ``SYNC_CYCLES``; with nothing in flight they take
-``SYNC_CYCLES``. ``NOP`` takes ``FETCH_CYCLES``.
+``SYNC``, ``HALT`` and ``STREAM`` end when the last MATMUL's results are written, plus
+``SYNC_CYCLES``; with nothing in flight they take ``SYNC_CYCLES``. ``NOP`` takes
+``FETCH_CYCLES``.
 
 The constants reproduce, cycle for cycle, what the RTL reports through ``STATUS``: probes
 on 3x3 and 4x4 arrays (1 to 16 back-to-back MATMULs of 1 to 24 rows and 1 to 8 K tiles,
@@ -56,6 +59,7 @@ SYNC_CYCLES = 3    # a SYNC or HALT with nothing in flight
 DRAIN_STAGES = 10  # beyond the array's skew: accumulate, requantizer pipeline (9 stages), write-back
 CONTEXTS = 2       # MATMULs in flight at once (the controller's instruction contexts)
 CONV_SETUP = 2     # a conv-mode MATMUL precomputes its address constants when nothing is in flight
+DRAIN_READ = 2     # deferred requantization: from the last row's skew through the array to its first ACC read
 # TODO: re-measure these when the controller's pipeline changes (probe programs in tests/test_backend.py).
 
 
@@ -105,7 +109,9 @@ class CycleModel:
         self.config = config
         self.cycles = 0
         self._dispatched = 0  # when the front end dispatched the last MATMUL (or the segment started)
-        self._flight: list[tuple[int, int]] = []  # (last row, last tile's first row) of the MATMULs in flight
+        # (last row, last tile's first row, results written) of the MATMULs in flight
+        self._flight: list[tuple[int, int, int]] = []
+        self._drain_free = 0  # deferred requantization: when the drainer may read the next context's first row
         self._geometry = None  # the last SETCONV (for VECTOR MAX/GSUM cycles)
 
     def execute(self, insn) -> int:
@@ -124,27 +130,35 @@ class CycleModel:
         """Advance over one instruction; ``vector`` is a VECTOR's :func:`vector_cycles`."""
         cfg, before = self.config, self.cycles
         if opcode == Opcode.MATMUL:
-            load = weight_load_cycles(cfg)
+            load, spacing = weight_load_cycles(cfg), cfg.requant_spacing
             if not self._flight:
                 self._dispatched = self.cycles + (CONV_SETUP if conv else 0)
             fetched = self._dispatched + FETCH_CYCLES
             dispatch, weights, start = fetched, fetched + load, fetched + load
             if self._flight:
-                last_row, last_tile = self._flight[-1]
+                last_row, last_tile, _ = self._flight[-1]
                 weights = max(fetched, last_tile) + load
                 if len(self._flight) == CONTEXTS:
-                    dispatch = max(fetched, self._flight[0][0] + drain_cycles(cfg) + SYNC_CYCLES)
-                start = max(weights, dispatch, last_row + (cfg.requant_spacing - 1 if k_tiles == 1 else 0))
-            last_tile_cycles = (count - 1) * cfg.requant_spacing + 1
-            end = start + (k_tiles - 1) * max(count, load) + last_tile_cycles
+                    dispatch = max(fetched, self._flight[0][2] + SYNC_CYCLES)
+                start = max(weights, dispatch, last_row)
+            end = start + (k_tiles - 1) * max(count, load) + count
+            if cfg.deferred_requant:
+                # the drainer reads the first row once the last one is in ACC and the previous
+                # context's rows are all read, then a row every `spacing` cycles
+                first_read = max(end + cfg.rows + cfg.cols + DRAIN_READ, self._drain_free)
+                self._drain_free = first_read + count * spacing
+                written = first_read + (count - 1) * spacing + drain_cycles(cfg) + 2 - (
+                    cfg.rows + cfg.cols + DRAIN_READ)
+            else:
+                written = end + drain_cycles(cfg)
             self._dispatched = dispatch
-            self._flight = [*self._flight, (end, end - last_tile_cycles)][-CONTEXTS:]
+            self._flight = [*self._flight, (end, end - count, written)][-CONTEXTS:]
             self.cycles = start
         elif opcode in (Opcode.SYNC, Opcode.HALT, Opcode.STREAM):  # STREAM: a SYNC, then a pause not counted
-            done = self._flight[-1][0] + drain_cycles(cfg) if self._flight else self.cycles
+            done = self._flight[-1][2] if self._flight else self.cycles
             self.cycles, self._flight = done + SYNC_CYCLES, []
         elif opcode == Opcode.VECTOR:
-            done = self._flight[-1][0] + drain_cycles(cfg) + SYNC_CYCLES if self._flight else self.cycles
+            done = self._flight[-1][2] + SYNC_CYCLES if self._flight else self.cycles
             self.cycles, self._flight = done + vector, []
         else:
             self.cycles += FETCH_CYCLES  # TODO: a NOP between MATMULs is not measured; the compiler emits none

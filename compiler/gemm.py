@@ -196,7 +196,7 @@ class GemmProgram:
             t, r = layer.tiling, self.config.rows
             _check(t is not None and t.M == self.batch * layer.rows, f"{where}: tiling M")
             _check(t.k_tiles == chunks(layer.K, r) and t.n_tiles == chunks(n, self.config.cols), f"{where}: tiles")
-            _check(1 <= t.m_tile <= self.config.accbuf.depth, f"{where}: m_tile exceeds the ACC depth")
+            _check(1 <= t.m_tile <= self.config.acc_rows, f"{where}: m_tile exceeds the ACC rows of a MATMUL")
 
     def _verify_memory_plan(self):
         cfg = self.config

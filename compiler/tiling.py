@@ -19,7 +19,7 @@ _COUNT_MAX = (1 << 16) - 1  # the MATMUL count field is 16 bits
 def tile_layer(M: int, K: int, N: int, config) -> Tiling:
     """Return the tiling of an ``[M, K] @ [K, N]`` GEMM on ``config``'s array."""
     return Tiling(M=M, k_tiles=chunks(K, config.rows), n_tiles=chunks(N, config.cols),
-                  m_tile=min(M, config.accbuf.depth, _COUNT_MAX))
+                  m_tile=min(M, config.acc_rows, _COUNT_MAX))
 
 
 class TileLayers(Stage):

@@ -111,18 +111,19 @@ def _spram(*, address, data_in, write, select, data_out):
 
 
 def buffer_ports(m, name: str, spec: BufferSpec, shape, platform, *, single_port: bool,
-                 transparent: bool = False):
-    """Add buffer ``name`` to module ``m``; return its ``(read, write)`` ports.
+                 transparent: bool = False, extra_reads: int = 0):
+    """Add buffer ``name`` to module ``m``; return its ``(read, write, extra)`` ports.
 
     ``single_port`` says the buffer is never read and written in the same cycle (so SPRAM
-    may hold it); ``transparent`` makes a generic memory's read port transparent to its
-    write port (SPRAM is never used then).
+    may hold it); ``transparent`` makes a generic memory's first read port transparent to
+    its write port (SPRAM is never used then). ``extra`` is a list of ``extra_reads`` more
+    read ports, not transparent (Yosys maps each read port to its own copy of the blocks).
     """
-    if spec.kind == "spram" and single_port and not transparent and dsp_family(platform) == "ice40":
+    if spec.kind == "spram" and single_port and not transparent and not extra_reads and dsp_family(platform) == "ice40":
         m.submodules[name] = buf = SpramBuffer(spec.depth, shape)
-        return buf.read, buf.write
+        return buf.read, buf.write, []
     mem = memory.Memory(shape=shape, depth=spec.depth, init=[])
     m.submodules[name] = mem
     write = mem.write_port()
     read = mem.read_port(transparent_for=(write,) if transparent else ())
-    return read, write
+    return read, write, [mem.read_port() for _ in range(extra_reads)]

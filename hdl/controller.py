@@ -28,6 +28,10 @@ busy. Its parts work concurrently and hand work to each other in instruction ord
 * **accumulate stage**: adds each output row to ``ACC[acc_addr + m]`` (unless it is of the
   first tile) and writes it back (unless it is of the last tile); last-tile rows go to the
   requantizer with their instruction's parameters;
+* **drainer** (deferred requantization, ``config.deferred_requant``): instead, last-tile rows
+  are written back too, each context in its half of ACC, and once a context's rows are all
+  there the drainer reads them through its own ACC read port, one every
+  ``requant_spacing`` cycles, into the requantizer;
 * **write-back**: stores requantized rows at ``ABUF[y_addr + m*y_stride]``.
 
 Two contexts let one instruction's results drain while the next one streams.
@@ -43,8 +47,9 @@ array latency ``R + C + 1``, requantizer latency 9 with one lane per column):
   the previous instruction's last tile streams, and its fetch and parameter load overlap
   too. Only two instructions can be in flight, so an instruction that streams for fewer
   cycles than the drain (about ``R + C + 14``) can make the one after next wait. With
-  time-multiplexed requantizer lanes (``requant_spacing > 1``) the core spaces the last K
-  tile's rows (``compiler/cycles.py``);
+  time-multiplexed requantizer lanes (``requant_spacing > 1``) the requantization is
+  deferred: the drainer reads a context's rows from ACC ``requant_spacing`` cycles apart
+  once all of them are accumulated, while the next instruction streams (``compiler/cycles.py``);
 * ``SYNC`` waits for the full drain; ``NOP`` and ``SETCONV`` take 2 cycles, a
   ``HALT``-only program 3;
 * a conv-mode ``MATMUL`` streams exactly like a plain one (one row per cycle, padding rows
@@ -232,6 +237,7 @@ class Controller(wiring.Component):
             "abuf_w": wp(c.abuf, c.abuf_word_bits),
             "acc_r": rp(c.accbuf, c.acc_word_bits),
             "acc_w": wp(c.accbuf, c.acc_word_bits),
+            **({"acc_d": rp(c.accbuf, c.acc_word_bits)} if c.deferred_requant else {}),
             "load": Out(stream.Signature(data.ArrayLayout(signed(c.weight_bits), c.cols))),
             "x": Out(stream.Signature(data.StructLayout({
                 "data": data.ArrayLayout(signed(X_WIDTH), c.rows),
@@ -257,7 +263,8 @@ class Controller(wiring.Component):
         rows, cols = c.rows, c.cols
 
         # Every memory port is idle unless a unit below enables it.
-        for port in (self.imem, self.wbuf, self.pbuf, self.abuf_r, self.acc_r):
+        deferred = c.deferred_requant
+        for port in (self.imem, self.wbuf, self.pbuf, self.abuf_r, self.acc_r, *([self.acc_d] if deferred else [])):
             m.d.comb += port.en.eq(0)
         for port in (self.abuf_w, self.acc_w):
             m.d.comb += port.en.eq(0)
@@ -278,6 +285,17 @@ class Controller(wiring.Component):
 
         def ctx_at(ptr):
             return data.View(_Context, Mux(ptr, ctx[1].as_value(), ctx[0].as_value()))
+
+        def acc_word(ptr, addr):
+            """Return the ACC address of row ``addr`` of context ``ptr``: its half of ACC when deferring."""
+            if not deferred:
+                return addr
+            return Cat(addr[:c.accbuf.addr_bits - 1], ptr)
+
+        drain_ptr = Signal(range(_CONTEXTS))  # context the drainer reads from ACC (deferred requantization)
+        # Every context is free when a run starts (or restarts at a STREAM): number them from 0,
+        # so the ACC half each MATMUL uses depends only on the program.
+        restart_contexts = [push_ptr.eq(0), acc_ptr.eq(0), wb_ptr.eq(0), drain_ptr.eq(0)]
 
         # -- weight sequencer --------------------------------------------------------------
         w_ptr = Signal(c.wbuf.addr_bits)
@@ -454,7 +472,7 @@ class Controller(wiring.Component):
         with m.FSM(init="IDLE"):
             with m.State("IDLE"):
                 with m.If(self.start):
-                    m.d.sync += [self.busy.eq(1), self.cycles.eq(0), pc.eq(0)]
+                    m.d.sync += [self.busy.eq(1), self.cycles.eq(0), pc.eq(0), *restart_contexts]
                     m.next = "FETCH"
 
             with m.State("FETCH"):
@@ -576,7 +594,7 @@ class Controller(wiring.Component):
             with m.State("PAUSED"):
                 m.d.comb += self.paused.eq(1)
                 with m.If(self.start):
-                    m.d.sync += [self.cycles.eq(0), pc.eq(0)]
+                    m.d.sync += [self.cycles.eq(0), pc.eq(0), *restart_contexts]
                     m.next = "FETCH"
                 with m.Elif(self.resume):
                     m.d.sync += pc.eq(resume_pc)
@@ -598,14 +616,14 @@ class Controller(wiring.Component):
         a_addr = Signal(c.accbuf.addr_bits)
         a_ctx = Signal(range(_CONTEXTS))
         m.d.comb += [
-            self.acc_r.addr.eq(ctx_a.acc_addr + y_tag.m),
+            self.acc_r.addr.eq(acc_word(acc_ptr, ctx_a.acc_addr + y_tag.m)),
             self.acc_r.en.eq(self.y.valid & ~y_tag.first_tile),
         ]
         m.d.sync += [
             a_valid.eq(self.y.valid),
             a_sums.eq(self.y.payload.data),
             a_tag.eq(y_tag),
-            a_addr.eq(ctx_a.acc_addr + y_tag.m),
+            a_addr.eq(acc_word(acc_ptr, ctx_a.acc_addr + y_tag.m)),
             a_ctx.eq(acc_ptr),
         ]
         with m.If(self.y.valid & y_tag.last_tile & (y_tag.m == ctx_a.count - 1)):
@@ -615,21 +633,66 @@ class Controller(wiring.Component):
         acc = Signal.like(self.y.payload.data)
         for lane in range(cols):
             m.d.comb += acc[lane].eq(Mux(a_tag.first_tile, a_sums[lane], a_sums[lane] + previous[lane]))
-        m.d.comb += [
-            self.acc_w.addr.eq(a_addr),
-            self.acc_w.data.eq(acc),
-            self.acc_w.en.eq(a_valid & ~a_tag.last_tile),
-            self.rq_i.valid.eq(a_valid & a_tag.last_tile),
-            self.rq_i.payload.acc.eq(acc),
-            self.rq_i.payload.tag.eq(a_tag),
-        ]
+        m.d.comb += [self.acc_w.addr.eq(a_addr), self.acc_w.data.eq(acc)]
         ctx_b = ctx_at(a_ctx)
+        if not deferred:
+            # The last tile's sums go straight to the requantizer.
+            m.d.comb += [
+                self.acc_w.en.eq(a_valid & ~a_tag.last_tile),
+                self.rq_i.valid.eq(a_valid & a_tag.last_tile),
+                self.rq_i.payload.acc.eq(acc),
+                self.rq_i.payload.tag.eq(a_tag),
+            ]
+            rq_ctx = a_ctx
+        else:
+            # -- drainer (deferred requantization) ---------------------------------------
+            # The last tile's sums are written to ACC like the others; once a context's last
+            # row is written, the drainer reads its rows back, one every requant_spacing
+            # cycles, into the requantizer, while the next MATMUL accumulates into the other
+            # half of ACC (its own read port: the two never read the same half).
+            spacing = c.requant_spacing
+            accumulated = Signal(_CONTEXTS)  # a context's rows are all in ACC, not yet all drained
+            acc_set = Signal(_CONTEXTS)
+            acc_clear = Signal(_CONTEXTS)
+            m.d.sync += accumulated.eq((accumulated | acc_set) & ~acc_clear)
+            m.d.comb += self.acc_w.en.eq(a_valid)
+            with m.If(a_valid & a_tag.last_tile & (a_tag.m == ctx_b.count - 1)):
+                m.d.comb += acc_set.eq(1 << a_ctx)
+            ctx_d = ctx_at(drain_ptr)
+            d_m = Signal(16)
+            d_wait = Signal(range(spacing))
+            d_issue = Signal()
+            d_valid = Signal()
+            d_tag = Signal(Tag)
+            d_ctx = Signal(range(_CONTEXTS))
+            m.d.comb += [
+                d_issue.eq(accumulated.bit_select(drain_ptr, 1) & (d_wait == 0)),
+                self.acc_d.addr.eq(acc_word(drain_ptr, ctx_d.acc_addr + d_m)),
+                self.acc_d.en.eq(d_issue),
+            ]
+            m.d.sync += [d_valid.eq(d_issue), d_tag.m.eq(d_m), d_tag.last_tile.eq(1), d_ctx.eq(drain_ptr)]
+            with m.If(d_issue):
+                m.d.sync += d_wait.eq(spacing - 1)
+                with m.If(d_m == ctx_d.count - 1):
+                    m.d.sync += [d_m.eq(0), drain_ptr.eq(drain_ptr + 1)]
+                    m.d.comb += acc_clear.eq(1 << drain_ptr)
+                with m.Else():
+                    m.d.sync += d_m.eq(d_m + 1)
+            with m.Elif(d_wait != 0):
+                m.d.sync += d_wait.eq(d_wait - 1)
+            m.d.comb += [
+                self.rq_i.valid.eq(d_valid),
+                self.rq_i.payload.acc.eq(self.acc_d.data),
+                self.rq_i.payload.tag.eq(d_tag),
+            ]
+            rq_ctx = d_ctx
+        ctx_q = ctx_at(rq_ctx)
         m.d.comb += [
-            self.params.eq(Mux(a_ctx, banks[1].as_value(), banks[0].as_value())),
-            self.y_zp.eq(ctx_b.y_zp),
-            self.y_lo.eq(ctx_b.y_lo),
-            self.y_hi.eq(ctx_b.y_hi),
-            self.y_signed.eq(ctx_b.y_signed),
+            self.params.eq(Mux(rq_ctx, banks[1].as_value(), banks[0].as_value())),
+            self.y_zp.eq(ctx_q.y_zp),
+            self.y_lo.eq(ctx_q.y_lo),
+            self.y_hi.eq(ctx_q.y_hi),
+            self.y_signed.eq(ctx_q.y_signed),
         ]
 
         # -- write-back ----------------------------------------------------------------------

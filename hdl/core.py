@@ -1,13 +1,13 @@
 """Assemble the accelerator: memories, host interface, controller, systolic array, requantizer and vector unit."""
 
 from amaranth.hdl import Module, Mux, Signal, unsigned
-from amaranth.lib import data, stream, wiring
+from amaranth.lib import stream, wiring
 from amaranth.lib.wiring import In, Out
 
 from .. import isa
 from ..config import HardwareConfig
 from .buffers import buffer_ports
-from .controller import TAG_WIDTH, Controller, Tag
+from .controller import TAG_WIDTH, Controller
 from .dsp import dsp_blocks, dsp_family
 from .hostif import HostInterface, memory_word_bits
 from .requant import Requantizer
@@ -75,10 +75,7 @@ class AcceleratorCore(wiring.Component):
         wiring.connect(m, wiring.flipped(self.i), host.i)
         wiring.connect(m, host.o, wiring.flipped(self.o))
         wiring.connect(m, ctrl.load, array.load)
-        if c.requant_spacing > 1:
-            _space_requantized_rows(m, ctrl.x, array.x, c.requant_spacing)
-        else:
-            wiring.connect(m, ctrl.x, array.x)
+        wiring.connect(m, ctrl.x, array.x)
         wiring.connect(m, array.y, ctrl.y)
         m.submodules.vector = vec = VectorUnit(c)
         m.d.comb += [
@@ -132,8 +129,14 @@ class AcceleratorCore(wiring.Component):
         m.d.comb += bus.rdata.eq(host_rdata)
         for which, (c_read, c_write) in controller_ports.items():
             spec = getattr(c, which.config_field)
-            read, write = buffer_ports(m, which.config_field, spec, unsigned(bits[which]), platform,
-                                       single_port=c_write is None, transparent=which == isa.Memory.ACCBUF)
+            is_acc = which == isa.Memory.ACCBUF
+            read, write, extra = buffer_ports(m, which.config_field, spec, unsigned(bits[which]), platform,
+                                              single_port=c_write is None, transparent=is_acc,
+                                              extra_reads=int(is_acc and c.deferred_requant))
+            if extra:  # the drainer's ACC read port (deferred requantization): the controller's alone
+                drain, = extra
+                m.d.comb += [drain.addr.eq(ctrl.acc_d.addr), drain.en.eq(ctrl.acc_d.en & ctrl.busy),
+                             ctrl.acc_d.data.eq(drain.data)]
             selected = bus.mem == which
             with m.If(ctrl.busy & ~ctrl.paused):  # a run paused at STREAM lends them to the host
                 m.d.comb += [read.addr.eq(c_read.addr), read.en.eq(c_read.en)]
@@ -151,27 +154,6 @@ class AcceleratorCore(wiring.Component):
             with m.If(selected):
                 m.d.comb += host_rdata.eq(read.data)
         return m
-
-
-def _space_requantized_rows(m, source, sink, spacing):
-    """Connect the controller's ``x`` stream to the array's, spacing the rows the requantizer gets.
-
-    With time-multiplexed requantizer lanes a row of results takes ``spacing`` cycles, so a
-    row of a last K tile (``Tag.last_tile``) is held until ``spacing`` cycles after the
-    previous one; the other rows pass at once (``compiler/cycles.py`` models this).
-    """
-    wait = Signal(range(spacing), name="rq_spacing_wait")
-    last_tile = data.View(Tag, source.payload.tag).last_tile
-    hold = (wait != 0) & last_tile
-    m.d.comb += [
-        sink.valid.eq(source.valid & ~hold),
-        sink.payload.eq(source.payload),
-        source.ready.eq(sink.ready & ~hold),
-    ]
-    with m.If(sink.valid & sink.ready & last_tile):
-        m.d.sync += wait.eq(spacing - 1)
-    with m.Elif(wait != 0):
-        m.d.sync += wait.eq(wait - 1)
 
 
 class _SharedPort:

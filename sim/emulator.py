@@ -52,6 +52,7 @@ class EmulatorTarget(Target):
         self.abuf = np.zeros((config.abuf.depth, config.rows), np.uint8)
         self.pbuf = [0] * config.pbuf.depth
         self.accbuf = np.zeros((config.accbuf.depth, config.cols), np.int64)
+        self._context = 0
         self.cycles = 0
         self.status = 0
         self._decoded: dict[int, _Insn] = {}
@@ -116,6 +117,7 @@ class EmulatorTarget(Target):
         """Execute the program from IMEM address 0 to its HALT or first STREAM."""
         self._model = CycleModel(self.config)
         self._geometry: _Geometry | None = None  # the SETCONV registers (unset at RUN)
+        self._context = 0  # the instruction context of the next MATMUL (contexts restart at RUN)
         return self._execute(0)
 
     def resume(self) -> Paused | None:
@@ -177,8 +179,11 @@ class EmulatorTarget(Target):
         """Accumulate one MATMUL; return its int32 sums, which :meth:`_write_results` requantizes into ABUF."""
         cfg, where = self.config, f"emu: MATMUL at IMEM {pc}"
         R, count, k_tiles = cfg.rows, insn.count, insn.k_tiles
-        if not 1 <= count <= cfg.accbuf.depth or k_tiles < 1:
-            raise DeviceError(f"{where}: count {count} must be 1..{cfg.accbuf.depth} and k_tiles {k_tiles} >= 1")
+        if not 1 <= count <= cfg.acc_rows or k_tiles < 1:
+            raise DeviceError(f"{where}: count {count} must be 1..{cfg.acc_rows} and k_tiles {k_tiles} >= 1")
+        if cfg.deferred_requant and insn.acc_addr + count > cfg.acc_rows:
+            raise DeviceError(f"{where}: ACC rows {insn.acc_addr}..{insn.acc_addr + count - 1} exceed the "
+                              f"{cfg.acc_rows} rows of an instruction context's half of ACC")
         dtype = np.dtype(np.int8 if insn.y_signed else np.uint8)
         lo, hi = np.iinfo(dtype).min, np.iinfo(dtype).max
         if not (lo <= insn.y_zp <= hi and lo <= insn.y_lo <= insn.y_hi <= hi):
@@ -214,7 +219,11 @@ class EmulatorTarget(Target):
         # Exact in float64: |x @ w| < 2**53. Two's complement wrap-around is modular, so wrapping
         # once at the end equals wrapping after every tile.
         acc = wrap_signed(np.matmul(x, wf).astype(np.int64), cfg.acc_width)
-        if k_tiles > 1:  # the ACC rows hold the partial sums before the last tile
+        if cfg.deferred_requant:  # the context's half of ACC holds the full sums (deferred requantization)
+            base = self._context * cfg.acc_rows + insn.acc_addr
+            self.accbuf[base:base + count] = acc
+            self._context ^= 1
+        elif k_tiles > 1:  # the ACC rows hold the partial sums before the last tile
             partial = np.matmul(x[:, :-R], wf[:-R]).astype(np.int64)
             self.accbuf[self._span(Memory.ACCBUF, insn.acc_addr, count, where)] = wrap_signed(partial, cfg.acc_width)
         bias, multiplier = self._param_words(pc, insn.p_addr)

@@ -224,3 +224,53 @@ def test_average_pool_is_a_compile_error():
 def test_multi_channel_feature_map_output_is_a_compile_error():
     with pytest.raises(CompileError, match="feature map with several channels"):
         compile_model(load_model(_qconv_model(3, 8, 8, 4, (3, 3)).SerializeToString()), SIM_SMALL)
+
+
+# -- deferred requantization: the last MATMULs of a layer shrink -------------------------------
+
+def test_matmul_rows_cover_the_layer_and_shrink_before_the_sync():
+    from accel import isa
+    from accel.compiler.convnet import _matmul_rows
+    from accel.compiler.cycles import CycleModel, drain_cycles
+
+    def modelled(config, k_tiles, counts):
+        model = CycleModel(config)
+        for n in counts:
+            model.step(isa.Opcode.MATMUL, n, k_tiles)
+        model.step(isa.Opcode.SYNC)
+        return model.cycles
+
+    ulx = preset("ulx3s-85f")  # 4 requantizer lanes: requant_spacing 4, ACC halves of 256 rows
+    tapered = 0
+    for total, k_tiles in ((1024, 9), (256, 18), (100, 36), (17, 9), (4000, 5), (64, 3), (1024, 8)):
+        ranges = _matmul_rows(total, ulx.acc_rows, k_tiles, ulx, tapered=True)
+        counts = [n for _, n in ranges]
+        plain = [min(256, total - m0) for m0 in range(0, total, 256)]
+        assert [m0 for m0, _ in ranges] == list(np.cumsum([0, *counts[:-1]])) and sum(counts) == total
+        assert all(1 <= n <= ulx.acc_rows for n in counts)
+        if k_tiles <= ulx.requant_spacing:  # streaming never hides a drain: plain tiles
+            assert counts == plain
+            continue
+        assert modelled(ulx, k_tiles, counts) <= modelled(ulx, k_tiles, plain)
+        if counts != plain:
+            tapered += 1
+            assert modelled(ulx, k_tiles, counts) < modelled(ulx, k_tiles, plain)
+            # each of the shrinking MATMULs streams at least as long as the one before it drains
+            tail = counts[counts.index(max(counts)):]
+            for before, after in zip(tail, tail[1:]):
+                assert k_tiles * after >= ulx.requant_spacing * before + drain_cycles(ulx)
+    assert tapered >= 3
+    # untapered, and on a config that does not defer: plain tiles
+    assert [n for _, n in _matmul_rows(1024, 256, 9, ulx, tapered=False)] == [256] * 4
+    assert [n for _, n in _matmul_rows(1024, 256, 9, SIM_SMALL, tapered=True)] == [256] * 4
+
+
+def test_resnet8_3x3_convs_fill_the_ulx3s_array():
+    """Issue 4's goal, from the cycle model (which tests/sim checks against the RTL): >= 80% on the 3x3 convs."""
+    ulx = preset("ulx3s-85f")
+    artifact = compile_model(load_model(zoo.build("resnet8", "qop_channel")), ulx)
+    convs = [layer for layer in artifact.layers if layer["kind"] == "conv"]
+    assert len(convs) == 7
+    utilization = sum(layer["macs"] for layer in convs) / (sum(layer["cycles"] for layer in convs) * ulx.macs_per_cycle)
+    print(f"ResNet-8 3x3 convs on ulx3s-85f: {utilization:.1%}")
+    assert utilization >= 0.80

@@ -188,7 +188,7 @@ def test_qadd_lanes_must_divide_the_rows():
             with_lanes(CONFIG, bad)
     ids = {with_lanes(CONFIG, n).config_id() for n in (1, 2, 4)}
     assert len(ids) == 3
-    assert preset("ulx3s-85f").qadd_lanes == 8 and preset("icebreaker").qadd_lanes == 1
+    assert preset("ulx3s-85f").qadd_lanes == 4 and preset("icebreaker").qadd_lanes == 1
 
 
 def test_make_rows_ports_padding_and_bounds():

@@ -106,9 +106,11 @@ def test_streaming_costs_only_drains():
     plain = accel.open_device("emu").load(resident)
     plain.run(x)
     extra = streamed_cycles.last_cycles[0] - plain.last_cycles[0]
-    # each STREAM drains the pipeline, then the next MATMUL starts cold (fetch, setup, first weight tile)
-    per_stream = (cycles.drain_cycles(ICEBREAKER) + cycles.SYNC_CYCLES + cycles.FETCH_CYCLES + cycles.CONV_SETUP
-                  + cycles.weight_load_cycles(ICEBREAKER))
+    # each STREAM drains the pipeline, then the next MATMUL starts cold (fetch, setup, first weight tile);
+    # with deferred requantization the drain includes the last MATMUL's rows, requant_spacing cycles apart
+    assert ICEBREAKER.deferred_requant
+    per_stream = (cycles.drain_cycles(ICEBREAKER) + ICEBREAKER.acc_rows * ICEBREAKER.requant_spacing
+                  + cycles.SYNC_CYCLES + cycles.FETCH_CYCLES + cycles.CONV_SETUP + cycles.weight_load_cycles(ICEBREAKER))
     assert 0 < extra <= (len(art.segments) - 1) * per_stream, extra
     assert sum(layer["cycles"] for layer in art.layers) == streamed_cycles.last_cycles[0]
 
