@@ -185,6 +185,9 @@ class Controller(wiring.Component):
         Results.
     acc_r : ``In(ReadPort.Signature(...))``
     acc_w : ``In(WritePort.Signature(...))``
+    acc_d : ``In(ReadPort.Signature(...))``
+        The drainer's ACC read port (only with ``config.deferred_requant``); a second read
+        port of the same memory, not transparent.
     load : ``Out(stream.Signature(data.ArrayLayout(signed(weight_bits), cols)))``
         To :class:`SystolicArray` ``load``.
     x : ``Out(stream.Signature(...{"data", "first", "tag"}))``
