@@ -24,8 +24,8 @@ then the swap), MATMUL ``i`` of ``count`` rows and ``k_tiles`` tiles:
   pipeline, write-back; ``S = config.requant_spacing``). With ``S > 1`` the requantization
   is deferred (``config.deferred_requant``): the drainer reads its first row from ACC
   ``R + C + DRAIN_READ`` cycles after the last row, or once the previous MATMUL's rows are
-  all read, then a row every ``S`` cycles, so its results are written
-  ``(count - 1) * S + drain + 2`` cycles after that first read, minus ``R + C + DRAIN_READ``.
+  all read, then a row every ``S`` cycles, and its results are written
+  ``DRAIN_STAGES + S - 1`` cycles after the last read.
 
 ``SYNC``, ``HALT`` and ``STREAM`` end when the last MATMUL's results are written, plus
 ``SYNC_CYCLES``; with nothing in flight they take ``SYNC_CYCLES``. ``NOP`` takes
@@ -146,9 +146,9 @@ class CycleModel:
                 # the drainer reads the first row once the last one is in ACC and the previous
                 # context's rows are all read, then a row every `spacing` cycles
                 first_read = max(end + cfg.rows + cfg.cols + DRAIN_READ, self._drain_free)
-                self._drain_free = first_read + count * spacing
-                written = first_read + (count - 1) * spacing + drain_cycles(cfg) + 2 - (
-                    cfg.rows + cfg.cols + DRAIN_READ)
+                last_read = first_read + (count - 1) * spacing
+                self._drain_free = last_read + spacing
+                written = last_read + DRAIN_STAGES + spacing - 1  # the ACC read, requantizer, write-back
             else:
                 written = end + drain_cycles(cfg)
             self._dispatched = dispatch

@@ -8,6 +8,7 @@ import pytest
 
 from accel.hdl.smoke import SmokeMac
 from accel.sim import verilator
+from accel.sim.rtl import RtlTarget, build_core
 
 
 @pytest.fixture(scope="session")
@@ -33,3 +34,15 @@ def smoke_mac_build(sim_cache_root, live_output):
     with live_output():
         sys.stderr.write("\n")  # start progress lines on their own line in pytest's output
         return verilator.build(SmokeMac, "smoke_mac", cache_root=sim_cache_root)
+
+
+@pytest.fixture(scope="session")
+def open_core(sim_cache_root, live_output):
+    """Return a context manager that builds the core for a config (progress shown) and yields an RtlTarget on it."""
+    @contextlib.contextmanager
+    def open_core(config):
+        with live_output():
+            build_core(config, sim_cache_root)
+        with RtlTarget(config, cache_root=sim_cache_root, timeout=300) as target:
+            yield target
+    return open_core

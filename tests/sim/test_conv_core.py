@@ -20,7 +20,6 @@ from accel.compiler.cycles import vector_cycles
 from accel.config import BufferSpec, HardwareConfig, preset
 from accel.runtime import Read, Run, Status, Write
 from accel.sim.emulator import EmulatorTarget
-from accel.sim.rtl import RtlTarget, build_core
 
 from .bench_qadd import random_layer, reference_values, to_ports
 from .core_model import CoreModel, pack, unpack
@@ -53,28 +52,20 @@ LANES = {f"sim-small-qadd{n}": HardwareConfig.from_dict({**SMALL.to_dict(), "nam
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))
-def target(request, sim_cache_root, live_output):
-    config = CONFIGS[request.param]
-    with live_output():
-        build_core(config, sim_cache_root)
-    with RtlTarget(config, cache_root=sim_cache_root, timeout=300) as t:
+def target(request, open_core):
+    with open_core(CONFIGS[request.param]) as t:
         yield t
 
 
 @pytest.fixture(scope="module", params=list(LANES))
-def lanes_target(request, sim_cache_root, live_output):
-    config = LANES[request.param]
-    with live_output():
-        build_core(config, sim_cache_root)
-    with RtlTarget(config, cache_root=sim_cache_root, timeout=300) as t:
+def lanes_target(request, open_core):
+    with open_core(LANES[request.param]) as t:
         yield t
 
 
 @pytest.fixture(scope="module")
-def small_target(sim_cache_root, live_output):
-    with live_output():
-        build_core(SMALL, sim_cache_root)
-    with RtlTarget(SMALL, cache_root=sim_cache_root, timeout=300) as t:
+def small_target(open_core):
+    with open_core(SMALL) as t:
         yield t
 
 

@@ -24,9 +24,9 @@ from accel.compiler.cycles import CycleModel
 from accel.config import HardwareConfig, preset
 from accel.runtime import Read, Run, Status, Write
 from accel.sim.emulator import EmulatorTarget
-from accel.sim.rtl import RtlTarget, build_core
 
 from .core_model import CoreModel, place_gemm
+from .test_core import _matmul
 
 SEED = int(os.environ.get("ACCEL_SEED", "11"))
 ICEBREAKER = preset("icebreaker")  # 4x4, one lane: a row every 4 cycles
@@ -42,11 +42,8 @@ def test_the_configs_defer():
 
 
 @pytest.fixture(scope="module", params=list(CONFIGS))
-def target(request, sim_cache_root, live_output):
-    config = CONFIGS[request.param]
-    with live_output():
-        build_core(config, sim_cache_root)
-    with RtlTarget(config, cache_root=sim_cache_root, timeout=300) as t:
+def target(request, open_core):
+    with open_core(CONFIGS[request.param]) as t:
         yield t
 
 
@@ -90,11 +87,6 @@ def test_back_to_back_gemms(target, trial):
     assert rtl[1:] == emu[1:]  # the outputs, and each context's sums in its half of ACC
     print(f"{len(program) - 1} MATMULs: rtl {rtl[0][1]} cycles, model {emu[0][1]}")
     assert rtl[0][1] == emu[0][1]
-
-
-def _matmul(count, k_tiles):
-    return isa.matmul(x_signed=1, y_signed=1, w_addr=0, a_addr=0, a_stride=k_tiles, count=count, k_tiles=k_tiles,
-                      y_addr=8000, y_stride=1, p_addr=0, y_lo=-128, y_hi=127)
 
 
 def test_cycle_model_matches(target):
