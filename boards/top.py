@@ -25,7 +25,7 @@ comes from outside and the UART lines and LEDs are ports, so Verilator can run i
 bytes at stream level (the harness has the core's ``i``/``o`` stream ports).
 """
 
-from amaranth.hdl import ClockDomain, ClockSignal, Module, ResetInserter, Signal
+from amaranth.hdl import ClockDomain, ClockSignal, DomainRenamer, Instance, Module, ResetInserter, ResetSignal, Signal
 from amaranth.lib import io, stream, wiring
 from amaranth.lib.cdc import ResetSynchronizer
 from amaranth.lib.fifo import SyncFIFOBuffered
@@ -186,7 +186,20 @@ class BoardTop(wiring.Component):
         m.submodules.rx_fifo = rx_fifo = SyncFIFOBuffered(width=8, depth=self._rx_fifo_depth)
         m.submodules.link = link = self._link(c)
         # A link that can reset the core (FramedLink) gets it in a ResetInserter, and its busy flag.
-        if hasattr(link, "core_reset"):
+        # On ECP5 the core runs in its own domain on the same clock, whose reset (the domain's
+        # or the link's) goes through a DCCA onto a global network: nextpnr promotes only
+        # clocks, and a reset in general routing to every flip-flop of the core costs routing.
+        if not self._sim and self._board.family == "ecp5":
+            m.domains.core = ClockDomain("core")
+            core_reset = Signal()
+            reset = ResetSignal("sync")
+            if hasattr(link, "core_reset"):
+                reset = reset | link.core_reset
+            m.d.comb += [ClockSignal("core").eq(ClockSignal("sync")), core_reset.eq(reset)]
+            m.submodules.core_reset_buffer = Instance("DCCA", i_CLKI=core_reset, i_CE=1,
+                                                      o_CLKO=ResetSignal("core"))
+            m.submodules.core = DomainRenamer("core")(core)
+        elif hasattr(link, "core_reset"):
             m.submodules.core = ResetInserter(link.core_reset)(core)
         else:
             m.submodules.core = core

@@ -24,7 +24,7 @@ configurations are checked against Yosys's behavioural model of ``SB_MAC16`` in
 ``tests/sim/test_dsp.py``.
 """
 
-from amaranth.hdl import ClockSignal, Const, Instance, Module, Mux, ResetSignal, Shape, Signal, signed
+from amaranth.hdl import ClockSignal, Const, Instance, Module, Mux, Shape, Signal, signed
 from amaranth.lib import data, wiring
 from amaranth.lib.wiring import In, Out
 
@@ -171,7 +171,9 @@ class ProductBank(wiring.Component):
             for i in range(in_blocks):
                 self._mult18(m, i)
         for i in range(in_blocks, self._count):
-            m.d.sync += self.p[i].eq(self.a[i] * self.b[i])
+            product = Signal.like(self.p[i], name=f"prod{i}_r", reset_less=True)  # data: no reset
+            m.d.sync += product.eq(self.a[i] * self.b[i])
+            m.d.comb += self.p[i].eq(product)
         return m
 
     def _mac16_pair(self, m, first, n):
@@ -201,7 +203,7 @@ class ProductBank(wiring.Component):
             i_CLK=ClockSignal(), i_CE=1,
             i_A=mac_a, i_B=mac_b, i_C=mac_c, i_D=mac_d,
             i_AHOLD=0, i_BHOLD=0, i_CHOLD=0, i_DHOLD=0,
-            i_IRSTTOP=0, i_IRSTBOT=0, i_ORSTTOP=ResetSignal(), i_ORSTBOT=ResetSignal(),
+            i_IRSTTOP=0, i_IRSTBOT=0, i_ORSTTOP=0, i_ORSTBOT=0,  # data: no reset
             i_OLOADTOP=0, i_OLOADBOT=0, i_ADDSUBTOP=0, i_ADDSUBBOT=0,
             i_OHOLDTOP=0, i_OHOLDBOT=0, i_CI=0, i_ACCUMCI=0, i_SIGNEXTIN=0,
             o_O=out,
@@ -228,7 +230,7 @@ class ProductBank(wiring.Component):
             i_SIGNEDA=1, i_SIGNEDB=1, i_SOURCEA=0, i_SOURCEB=0,
             i_CLK0=ClockSignal(), i_CLK1=0, i_CLK2=0, i_CLK3=0,
             i_CE0=1, i_CE1=0, i_CE2=0, i_CE3=0,
-            i_RST0=ResetSignal(), i_RST1=0, i_RST2=0, i_RST3=0,
+            i_RST0=0, i_RST1=0, i_RST2=0, i_RST3=0,  # data: no reset
             **ports,
         )
         m.d.comb += self.p[i].eq(out[:len(self.p[i])].as_signed())

@@ -165,8 +165,14 @@ class ProcessingElement(wiring.Component):
         from .dsp import ProductBank, dsp_family
         m = Module()
 
-        shadow = Signal(signed(self._weight_bits))
-        active = Signal(signed(self._weight_bits))
+        # Data registers have no reset (only control state does): after a reset their values
+        # are never used before they are written, and a reset net to every PE flip-flop costs
+        # routing on the big arrays (docs/architecture.md, "Mapping to iCE40 and ECP5").
+        shadow = Signal(signed(self._weight_bits), reset_less=True)
+        active = Signal(signed(self._weight_bits), reset_less=True)
+        x_out = Signal(signed(X_WIDTH), reset_less=True)
+        psum_out = Signal(signed(self._acc_width), reset_less=True)
+        m.d.comb += [self.x_out.eq(x_out), self.psum_out.eq(psum_out)]
         with m.If(self.w_load):
             m.d.sync += shadow.eq(self.w)
         with m.If(self.swap):
@@ -180,8 +186,8 @@ class ProcessingElement(wiring.Component):
             mul_a, mul_b, product = self.mul_a, self.mul_b, self.mul_p
         m.d.comb += [mul_a.eq(self.x), mul_b.eq(active)]
         m.d.sync += [
-            self.x_out.eq(self.x),
+            x_out.eq(self.x),
             self.swap_out.eq(self.swap),
-            self.psum_out.eq(self.psum_in + product),  # truncated to acc_width: wraps
+            psum_out.eq(self.psum_in + product),  # truncated to acc_width: wraps
         ]
         return m

@@ -152,11 +152,12 @@ class SystolicArray(wiring.Component):
         # -- weight rows: skew by column (no entry register, see the docstring) ----------
         col_valid = _delay_taps(m, load_fire, cols - 1, "w_valid")
         col_row = _delay_taps(m, loaded, cols - 1, "w_row")
-        col_w = [_delay_taps(m, self.load.payload[c], c, f"w_col{c}")[c] for c in range(cols)]
+        col_w = [_delay_taps(m, self.load.payload[c], c, f"w_col{c}", reset_less=True)[c]
+                 for c in range(cols)]
 
         # -- input rows: register, then skew by row --------------------------------------
         in_valid = Signal()
-        in_data = Signal.like(self.x.payload.data)
+        in_data = Signal.like(self.x.payload.data, reset_less=True)
         in_tag = Signal(self._tag_width)
         m.d.sync += [
             in_valid.eq(self.x.valid & self.x.ready),
@@ -166,7 +167,7 @@ class SystolicArray(wiring.Component):
         # Row r: the swap flag is delayed r cycles from its transfer, the data r from the
         # entry register (one cycle behind the flag).
         row_swap = _delay_taps(m, swap_fire, rows - 1, "swap")
-        row_x = [_delay_taps(m, in_data[r], r, f"x_row{r}")[r] for r in range(rows)]
+        row_x = [_delay_taps(m, in_data[r], r, f"x_row{r}", reset_less=True)[r] for r in range(rows)]
 
         # -- the PE grid, its products packed into one bank of DSP blocks ----------------
         m.submodules.products = bank = ProductBank(
@@ -197,7 +198,7 @@ class SystolicArray(wiring.Component):
         for c in range(cols):
             bottom = pes[rows - 1][c].psum_out
             m.d.comb += self.y.payload.data[c].eq(
-                _delay_taps(m, bottom, cols - 1 - c, f"y_col{c}")[cols - 1 - c])
+                _delay_taps(m, bottom, cols - 1 - c, f"y_col{c}", reset_less=True)[cols - 1 - c])
         m.d.comb += [
             self.y.valid.eq(_delay_taps(m, in_valid, rows + cols, "y_valid")[rows + cols]),
             self.y.payload.tag.eq(_delay_taps(m, in_tag, rows + cols, "y_tag")[rows + cols]),
@@ -205,11 +206,14 @@ class SystolicArray(wiring.Component):
         return m
 
 
-def _delay_taps(m, value, cycles, name):
-    """Return ``[value, value delayed 1 cycle, ..., value delayed cycles cycles]`` (registers)."""
+def _delay_taps(m, value, cycles, name, *, reset_less=False):
+    """Return ``[value, value delayed 1 cycle, ..., value delayed cycles cycles]`` (registers).
+
+    ``reset_less`` for data whose valid flag travels beside it (no reset net to them).
+    """
     taps = [value]
     for i in range(cycles):
-        reg = Signal(value.shape(), name=f"{name}_d{i + 1}")
+        reg = Signal(value.shape(), name=f"{name}_d{i + 1}", reset_less=reset_less)
         m.d.sync += reg.eq(taps[-1])
         taps.append(reg)
     return taps

@@ -33,11 +33,18 @@ class PeModel:
     def __init__(self, weight_bits=9, acc_width=32):
         self.weight_bits = weight_bits
         self.acc_width = acc_width
-        self.reset()
-
-    def reset(self):
-        self.shadow = self.active = self.product = 0
+        self.shadow = self.active = self.product = 0  # the registers' initial values
         self.x_out = self.swap_out = self.psum_out = 0
+
+    def reset(self, inputs):
+        """Apply one clock edge per ``(x, swap, psum_in, w, w_load)`` of ``inputs`` with reset high.
+
+        Reset clears only the control flag ``swap_out``; the data registers have no reset
+        and keep clocking their inputs.
+        """
+        for cycle in inputs:
+            self.step(*cycle)
+            self.swap_out = 0
 
     def step(self, x, swap, psum_in, w, w_load):
         """Apply one clock edge; return ``(x_out, swap_out, psum_out)`` after it."""
@@ -78,11 +85,14 @@ class PeBench:
         """Start the clock and reset the PE, leaving us just after a falling edge."""
         Clock(self.dut.clk, CLOCK_PERIOD_NS, unit="ns").start()
         self.dut.rst.value = 1
-        self.drive(0, 0, 0, 0, 0)
-        await FallingEdge(self.dut.clk)
-        await FallingEdge(self.dut.clk)
+        # Reset clears control state only: load and swap in a zero weight meanwhile, so every
+        # register is known (an earlier test in this simulation left weights behind).
+        during_reset = [(0, 0, 0, 0, 1), (0, 1, 0, 0, 0)]
+        for inputs in during_reset:
+            self.drive(*inputs)
+            await FallingEdge(self.dut.clk)
         self.dut.rst.value = 0
-        self.model.reset()
+        self.model.reset(during_reset)
 
     def drive(self, x, swap, psum_in, w, w_load):
         dut = self.dut
