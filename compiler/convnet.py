@@ -897,16 +897,32 @@ def _matmul_rows(total: int, tile: int, k_tiles: int, config: HardwareConfig, ta
         starts = np.cumsum([0, *counts[:-1]])
         return [(int(m0), n) for m0, n in zip(starts, counts)]
 
-    def modelled(ranges):
-        model = CycleModel(config)
-        for _, n in ranges:
-            model.step(isa.Opcode.MATMUL, n, k_tiles)
-        model.step(isa.Opcode.SYNC)
-        return model.cycles
-
     smallest = max(weight_load_cycles(config), -(-drain // (k_tiles - spacing)) + 1)  # grows from here on
     candidates = [split(last) for last in sorted({smallest, 2 * smallest, 4 * smallest}) if last < tile]
-    return min([plain, *candidates], key=modelled)
+    return min([plain, *candidates], key=lambda ranges: _modelled_cycles(config, [ranges], k_tiles))
+
+
+def _group_rows(total: int, tile: int, k_tiles: int, config: HardwareConfig, groups: int) -> list[list[tuple[int, int]]]:
+    """Return the MATMUL row ranges of ``groups`` column groups of ``total`` rows each, in order.
+
+    Either only the layer's last group ends in shrinking MATMULs (:func:`_matmul_rows`) or
+    every group does, whichever the cycle model says is faster for the whole layer: a
+    group's last full MATMUL drains while the next group's first one streams, and that one
+    may be too short to hide it.
+    """
+    plain, tapered = _m_ranges(total, tile), _matmul_rows(total, tile, k_tiles, config, True)
+    last_only, every = [plain] * (groups - 1) + [tapered], [tapered] * groups
+    return min(last_only, every, key=lambda plan: _modelled_cycles(config, plan, k_tiles))
+
+
+def _modelled_cycles(config: HardwareConfig, groups: list[list[tuple[int, int]]], k_tiles: int) -> int:
+    """Return the modelled cycles of the MATMULs of ``groups`` (row ranges), then a SYNC."""
+    model = CycleModel(config)
+    for ranges in groups:
+        for _, n in ranges:
+            model.step(isa.Opcode.MATMUL, n, k_tiles)
+    model.step(isa.Opcode.SYNC)
+    return model.cycles
 
 
 def _instruction_count(program, layer) -> int:
@@ -931,8 +947,8 @@ def _layer_program(program: NetProgram, layer: NetLayer, tiles=None, setconv: bo
     tiles = range(layer.n_tiles) if tiles is None else tiles
     if layer.kind == "fc":
         rows = batch * layer.y_pixels
-        for nt in tiles:
-            for m0, n in _matmul_rows(rows, acc_tile, layer.k_tiles, cfg, nt == tiles[-1]):
+        for nt, ranges in zip(tiles, _group_rows(rows, acc_tile, layer.k_tiles, cfg, len(tiles))):
+            for m0, n in ranges:
                 insns.append(isa.matmul(**xs, **ys, w_addr=layer.tile_w[nt],
                                         a_addr=x + m0 * sx, a_stride=sx, count=n, k_tiles=layer.k_tiles,
                                         p_addr=layer.tile_p[nt], y_addr=y + m0 * sy + nt, y_stride=sy, **out))
@@ -963,10 +979,10 @@ def _layer_program(program: NetProgram, layer: NetLayer, tiles=None, setconv: bo
         geo = layer.geometry
         if setconv:
             insns.append(isa.setconv(**geo, a_stride=sx))
+        groups = iter(_group_rows(layer.y_pixels, acc_tile, layer.k_tiles, cfg, batch * len(tiles)))
         for b in range(batch):
             for nt in tiles:
-                tapered = b == batch - 1 and nt == tiles[-1]  # the layer's last MATMULs
-                for m0, n in _matmul_rows(layer.y_pixels, acc_tile, layer.k_tiles, cfg, tapered):
+                for m0, n in next(groups):
                     oy0, ox0 = divmod(m0, geo["out_w"])
                     a_addr = isa.window_origin(geo, x + b * layer.x_pixels * sx + layer.tile_chunk[nt], sx, oy0, ox0)
                     insns.append(isa.matmul(

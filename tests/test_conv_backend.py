@@ -265,6 +265,28 @@ def test_matmul_rows_cover_the_layer_and_shrink_before_the_sync():
     assert [n for _, n in _matmul_rows(1024, 256, 9, SIM_SMALL, tapered=True)] == [256] * 4
 
 
+def test_group_rows_taper_every_column_group_where_the_model_says_so():
+    from accel.compiler.convnet import _group_rows, _m_ranges, _matmul_rows, _modelled_cycles
+
+    ulx = preset("ulx3s-85f")
+    every_wins = 0
+    for total, k_tiles, groups in ((784, 9, 2), (196, 18, 4), (300, 9, 3), (49, 9, 2), (256, 18, 2), (1024, 3, 2)):
+        plan = _group_rows(total, ulx.acc_rows, k_tiles, ulx, groups)
+        tapered = _matmul_rows(total, ulx.acc_rows, k_tiles, ulx, tapered=True)
+        last_only = [_m_ranges(total, ulx.acc_rows)] * (groups - 1) + [tapered]
+        assert len(plan) == groups and all(sum(n for _, n in ranges) == total for ranges in plan)
+        assert plan in (last_only, [tapered] * groups)
+        cycles = _modelled_cycles(ulx, plan, k_tiles)
+        assert cycles <= _modelled_cycles(ulx, last_only, k_tiles)
+        if cycles < _modelled_cycles(ulx, last_only, k_tiles):
+            every_wins += 1
+            # a group's last full MATMUL drained while the next group's first, short one streamed
+            assert plan == [tapered] * groups
+    assert every_wins >= 3
+    # one group: the layer's last, tapered as before
+    assert _group_rows(784, 256, 9, ulx, 1) == [_matmul_rows(784, 256, 9, ulx, tapered=True)]
+
+
 def test_resnet8_3x3_convs_fill_the_ulx3s_array():
     """Issue 4's goal, from the cycle model (which tests/sim checks against the RTL): >= 80% on the 3x3 convs."""
     ulx = preset("ulx3s-85f")
