@@ -104,9 +104,8 @@ def main():
                         "emulator counts; cycles (RTL): the hardware's STATUS cycle counter (with --rtl). "
                         "Utilization = MACs / (cycles * rows * cols). Streaming: the run pauses while the host "
                         "writes each segment (no double buffering), so a streamed inference takes the compute "
-                        "latency plus the line time (8N1, before framing). With deferred requantization (icebreaker, "
-                        "ulx3s-85f) a layer split across segments ends each piece in shrinking MATMULs, which can "
-                        "hide more of the drains than the resident program does: then streaming costs fewer cycles.")
+                        "latency plus the line time (8N1, before framing); the cycles vs resident are the STREAM pauses' "
+                        "cost in compute cycles (the drains before each pause, and the weight tiles that reload).")
 
 
 if __name__ == "__main__":
