@@ -86,7 +86,10 @@ class TensorPlacement:
     host quantizes or dequantizes a float tensor, exactly as the model's QuantizeLinear /
     DequantizeLinear do. ``layout`` says how the matrix relates to ``shape``: ``"rows"``,
     row-major over ``shape``; ``"nchw"``, an image ``[1, C, H, W]`` stored pixel-major
-    (``H*W`` rows of ``C`` channels), transposed by the host.
+    (``H*W`` rows of ``C`` channels), transposed by the host. ``pack`` is the rows per ABUF
+    word: 1, or a power of two when the compiler packs a few-channel input
+    (``PackInputTaps``): then each row takes ``config.rows / pack`` bytes and the rows of
+    all batch items follow each other, ``pack`` to a word.
     """
 
     name: str
@@ -98,15 +101,16 @@ class TensorPlacement:
     features: int
     stride: int
     layout: str = "rows"
+    pack: int = 1
 
     def to_dict(self) -> dict:
         return dict(name=self.name, shape=list(self.shape), dtype=self.dtype, quant=self.quant, addr=self.addr,
-                    rows=self.rows, features=self.features, stride=self.stride, layout=self.layout)
+                    rows=self.rows, features=self.features, stride=self.stride, layout=self.layout, pack=self.pack)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TensorPlacement":
         return cls(d["name"], tuple(d["shape"]), d["dtype"], d["quant"], d["addr"], d["rows"], d["features"],
-                   d["stride"], d.get("layout", "rows"))
+                   d["stride"], d.get("layout", "rows"), d.get("pack", 1))
 
     def to_rows(self, values: np.ndarray) -> np.ndarray:
         """Return one inference of this tensor as the [rows, features] matrix the device stores."""

@@ -18,7 +18,7 @@ from dataclasses import dataclass
 __all__ = ["HW_REVISION", "BufferSpec", "HardwareConfig", "PRESETS", "preset", "preset_names"]
 
 # Bump when the hardware's behaviour or the ISA changes, so old artifacts are refused.
-HW_REVISION = 7
+HW_REVISION = 8
 
 BUFFER_KINDS = ("auto", "lutram", "ebr", "spram")
 

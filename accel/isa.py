@@ -104,7 +104,12 @@ class ConvGeometry(data.Struct):
     step_row: unsigned(ADDR_BITS)  # stride_y*in_w*a_stride - (out_w-1)*step_x: a row's last window to the next row's first
     tap_x: unsigned(ADDR_BITS)     # dil_x*a_stride: to the next kernel column
     tap_row: unsigned(ADDR_BITS)   # dil_y*in_w*a_stride - (kw-1)*tap_x: a kernel row's last tap to the next row's first
-    _reserved: unsigned(INSN_BITS - 93 - 4 * ADDR_BITS)
+    # Packed taps (HW_REVISION 8): log2 of the input pixels per ABUF word (0: a pixel takes
+    # whole words). With pack = p > 0 the input holds 2**p pixels of R >> p bytes per word,
+    # addresses and steps count pixels, and a K tile is 2**p consecutive pixels of one
+    # kernel row (kw counts those groups); conv-mode MATMUL only.
+    pack: unsigned(3)
+    _reserved: unsigned(INSN_BITS - 96 - 4 * ADDR_BITS)
 
 
 class AddParams(data.Struct):
@@ -199,11 +204,13 @@ def setconv(*, a_stride: int | None = None, **fields) -> int:
 def window_steps(geometry: dict, a_stride: int) -> dict:
     """Return a SETCONV's ABUF address steps ``step_x, step_row, tap_x, tap_row`` (modulo ``2**ADDR_BITS``).
 
-    ``geometry`` holds ``in_w, out_w, kw, stride_y, stride_x, dil_y, dil_x``; ``a_stride``
-    is the ABUF words per input pixel of the layer's conv-mode MATMULs or VECTOR MAX.
+    ``geometry`` holds ``in_w, out_w, kw, stride_y, stride_x, dil_y, dil_x`` (and ``pack``);
+    ``a_stride`` is the ABUF words per input pixel of the layer's conv-mode MATMULs or
+    VECTOR MAX, 1 with packed taps (``pack > 0``), where addresses count pixels and one
+    tap group is ``dil_x << pack`` pixels from the next.
     """
     g, mask = geometry, (1 << ADDR_BITS) - 1
-    step_x, tap_x = g["stride_x"] * a_stride, g["dil_x"] * a_stride
+    step_x, tap_x = g["stride_x"] * a_stride, (g["dil_x"] << g.get("pack", 0)) * a_stride
     return {"step_x": step_x & mask,
             "step_row": (g["stride_y"] * g["in_w"] * a_stride - (g["out_w"] - 1) * step_x) & mask,
             "tap_x": tap_x & mask,

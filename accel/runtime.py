@@ -164,9 +164,19 @@ def segment_writes(artifact: Artifact, segment: int) -> list[Write]:
             for mem, name in ((Memory.IMEM, "imem"), (Memory.WBUF, "wbuf"), (Memory.PBUF, "pbuf")) if getattr(seg, name)]
 
 
-def pack_rows(values: np.ndarray, config: HardwareConfig) -> list[int]:
-    """Pack an integer matrix [rows, features] into ABUF words, ``config.rows`` bytes per word, row-major."""
+def pack_rows(values: np.ndarray, config: HardwareConfig, pack: int = 1) -> list[int]:
+    """Pack an integer matrix [rows, features] into ABUF words, ``config.rows`` bytes per word, row-major.
+
+    With ``pack > 1`` each word holds ``pack`` rows of ``config.rows / pack`` bytes (the
+    features, then zeros), one row after the other (packed taps, ``TensorPlacement.pack``).
+    """
     rows, features = values.shape
+    if pack > 1:
+        per_row = config.rows // pack
+        padded = np.zeros((-(-rows // pack) * pack, per_row), np.int64)
+        padded[:rows, :features] = values
+        flat = padded.reshape(-1, config.rows)
+        return [pack_values(flat[w], 8) for w in range(len(flat))]
     chunks = -(-features // config.rows)
     padded = np.zeros((rows, chunks * config.rows), np.int64)
     padded[:, :features] = values
@@ -264,7 +274,7 @@ class HardwareDevice(Device):
                     sample = group[b] if b < len(group) else group[0]
                     q = t.to_rows(quantize_input(t, sample[t.name]))
                     rows.append(q)
-                words = pack_rows(np.concatenate(rows), config)
+                words = pack_rows(np.concatenate(rows), config, t.pack)
                 ops.append(Write(Memory.ABUF, t.addr, tuple(words)))
             ops += [Run(), Status()]
             reads = [Read(Memory.ABUF, t.addr, art.batch * t.rows * t.stride) for t in art.outputs]

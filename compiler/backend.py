@@ -127,7 +127,7 @@ def _net_artifact(program: NetProgram, model) -> Artifact:
     inputs = [TensorPlacement(name=program.input.name, shape=tuple(program.input.shape), dtype=program.input.dtype,
                               quant=program.input.quant, addr=program.abuf[program.input.tensor], rows=in_rows,
                               features=in_features, stride=chunks(in_features, cfg.rows),
-                              layout=program.input_layout)]
+                              layout=program.input_layout, pack=program.input_pack)]
     outputs = [TensorPlacement(name=program.output.name, shape=tuple(program.output.shape),
                                dtype=program.output.dtype, quant=program.output.quant,
                                addr=program.abuf[program.output.tensor], rows=out_rows, features=out_features,

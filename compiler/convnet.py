@@ -162,6 +162,7 @@ class NetProgram:
     output: Boundary | None = None
     input_view: tuple[int, int] = (1, 1)    # (rows, features) per inference as the host writes the input
     input_layout: str = "rows"              # TensorPlacement.layout of the input
+    input_pack: int = 1                     # input pixels per ABUF word (PackInputTaps)
     output_view: tuple[int, int] = (1, 1)
     dynamic_batch: bool = False
     done: list[str] = field(default_factory=list)
@@ -690,6 +691,58 @@ class FoldWeights(NetStage):
         layer.macs = 0
 
 
+class PackInputTaps(NetStage):
+    """Pack the model input's pixels into ABUF words when its first conv has few channels, so a K tile holds several taps.
+
+    An input with ``C < R`` channels fills ``C/R`` of a K tile (one tap of one pixel). When
+    the model input feeds only a standard conv (one group, ``dil_x = 1``, kernel wider than
+    one), the host writes it packed instead (``pack = p``): ``2**p`` pixels of
+    ``C' = R >> p`` bytes per word, ``C'`` the power of two at least ``C``, and a K tile is
+    ``2**p`` consecutive pixels of one kernel row. The layer then has ``kh * ceil(kw / 2**p)``
+    K tiles instead of ``kh * kw``; the hardware reads the word holding a tile's first pixel
+    and the next one and rotates them (``docs/isa.md``, SETCONV ``pack``). The input takes
+    fewer ABUF words, never more.
+    """
+
+    def apply(self, program, check_feeds=None):
+        R = program.config.rows
+        readers = [layer for layer in program.layers if "input" in layer.inputs]
+        if len(readers) != 1 or readers[0].kind != "conv" or readers[0].inputs != ["input"]:
+            return program
+        layer = readers[0]
+        geo, node = layer.geometry, layer.node
+        w = program.graph.constants[node.inputs[1]].astype(np.int64)
+        n, c, kh, kw = w.shape
+        if (R & (R - 1) or node.attrs["group"] != 1 or geo["dil_x"] != 1 or geo["c_chunks"] != 1 or kw < 2
+                or c > R // 2):
+            return program
+        per_pixel = 1 << (c - 1).bit_length()          # C': bytes per pixel, a power of two
+        pack = (R // per_pixel).bit_length() - 1       # log2 of the pixels per word
+        group = 1 << pack
+        groups = -(-kw // group)
+        if groups >= kw:
+            return program
+        w = w - np.asarray(node.attrs["w_zp"], np.int64).reshape(-1, 1, 1, 1)
+        C = program.config.cols
+        slot, channel = np.divmod(np.arange(R), per_pixel)
+        layer.tiles = []
+        for nt in range(chunks(n, C)):
+            tile = np.zeros((kh, groups, R, C), np.int64)
+            for col, o in enumerate(range(nt * C, min(n, nt * C + C))):
+                for g in range(groups):
+                    kx = g * group + slot
+                    used = (channel < c) & (kx < kw)
+                    tile[:, g, used, col] = w[o][channel[used], :, kx[used]].T
+            layer.tiles.append(tile.reshape(-1, C))
+        layer.tile_chunk = [0] * len(layer.tiles)
+        layer.geometry = {**geo, "kw": groups, "pack": pack}
+        layer.k_tiles = kh * groups
+        layer.x_chunks = 1
+        program.storage["input"] = -(-layer.x_pixels // group)
+        program.input_pack = group
+        return program
+
+
 class PlanNetMemory(NetStage):
     """Place activations in ABUF by liveness over the DAG (first fit, freed space reused); WBUF/PBUF layer after layer."""
 
@@ -980,11 +1033,14 @@ def _layer_program(program: NetProgram, layer: NetLayer, tiles=None, setconv: bo
         if setconv:
             insns.append(isa.setconv(**geo, a_stride=sx))
         groups = iter(_group_rows(layer.y_pixels, acc_tile, layer.k_tiles, cfg, batch * len(tiles)))
+        # packed taps (PackInputTaps): addresses count pixels, 2**pack of them per ABUF word
+        base = x << geo.get("pack", 0)
         for b in range(batch):
             for nt in tiles:
                 for m0, n in next(groups):
                     oy0, ox0 = divmod(m0, geo["out_w"])
-                    a_addr = isa.window_origin(geo, x + b * layer.x_pixels * sx + layer.tile_chunk[nt], sx, oy0, ox0)
+                    a_addr = isa.window_origin(geo, base + b * layer.x_pixels * sx + layer.tile_chunk[nt], sx,
+                                               oy0, ox0)
                     insns.append(isa.matmul(
                         conv=1, **xs, **ys, w_addr=layer.tile_w[nt], a_addr=a_addr, a_stride=sx, count=n,
                         k_tiles=layer.k_tiles, p_addr=layer.tile_p[nt], oy0=oy0, ox0=ox0,
@@ -1100,6 +1156,7 @@ CONV_PIPELINE: list[NetStage] = [
     CanonicalizeGraph(),
     LowerToNetLayers(),
     FoldWeights(),
+    PackInputTaps(),
     PlanNetMemory(),
     EmitNetProgram(),
     ModelNetCycles(),

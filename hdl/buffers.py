@@ -24,7 +24,7 @@ from amaranth.lib.wiring import Out
 from ..config import BufferSpec
 from .dsp import dsp_family
 
-__all__ = ["SPRAM_DEPTH", "SPRAM_WIDTH", "SpramBuffer", "buffer_ports"]
+__all__ = ["SPRAM_DEPTH", "SPRAM_WIDTH", "SpramBuffer", "PairedReadBuffer", "buffer_ports"]
 
 SPRAM_DEPTH = 16384  #: words of one SB_SPRAM256KA
 SPRAM_WIDTH = 16     #: bits of one SB_SPRAM256KA word
@@ -98,6 +98,67 @@ class SpramBuffer(wiring.Component):
             with m.If(read_bank == bank):
                 m.d.comb += chosen.eq(out)
         m.d.comb += self.read.data.eq(chosen[:self._shape.width])
+        return m
+
+
+class PairedReadBuffer(wiring.Component):
+    """Hold ``depth`` words in two banks by address parity; a read returns the word and the next one.
+
+    Bank 0 holds the even words, bank 1 the odd ones, each at ``address >> 1``. A read of
+    ``addr`` reads bank ``addr & 1`` at ``addr >> 1`` and the other bank at the next word's
+    index, so ``read.data`` is word ``addr`` and ``read_next`` word ``addr + 1`` (modulo
+    ``depth``), both the cycle after ``read.en`` and held until the next read. Writes go
+    to one bank. The banks are generic memories of half the depth (the same block RAM as
+    one memory of the full depth); the controller's packed-tap reads use the next word
+    (``docs/isa.md``, SETCONV ``pack``).
+
+    Members
+    -------
+    read : ``Out(ReadPort.Signature(addr_width=depth_bits, shape=shape))``
+        The read port, memory side.
+    read_next : ``Out(shape)``
+        The word after the one ``read`` returns.
+    write : ``Out(WritePort.Signature(addr_width=depth_bits, shape=shape))``
+        The write port, memory side.
+    """
+
+    def __init__(self, depth: int, shape):
+        spec = BufferSpec(depth)
+        if depth < 2:
+            raise ValueError(f"a paired-read buffer needs at least 2 words, not {depth}")
+        shape = Shape.cast(shape)
+        self._depth = spec.depth
+        self._shape = shape
+        super().__init__({
+            "read": Out(ReadPort.Signature(addr_width=spec.addr_bits, shape=shape)),
+            "read_next": Out(shape),
+            "write": Out(WritePort.Signature(addr_width=spec.addr_bits, shape=shape)),
+        })
+
+    def elaborate(self, platform):
+        m = Module()
+        half = self._depth // 2
+        addr = self.read.addr
+        odd = Signal()  # the parity of the last read's address
+        with m.If(self.read.en):
+            m.d.sync += odd.eq(addr[0])
+        data = []
+        for bank in (0, 1):
+            mem = memory.Memory(shape=self._shape, depth=half, init=[])
+            m.submodules[f"bank{bank}"] = mem
+            write, read = mem.write_port(), mem.read_port()
+            # the even bank holds word addr + 1 when addr is odd: index (addr + 1) >> 1
+            index = (addr + (1 - bank)) >> 1 if bank == 0 else addr >> 1
+            m.d.comb += [
+                read.addr.eq(index), read.en.eq(self.read.en),
+                write.addr.eq(self.write.addr >> 1), write.data.eq(self.write.data),
+                write.en.eq(self.write.en & (self.write.addr[0] == bank)),
+            ]
+            data.append(read.data)
+        m.d.comb += [
+            self.read.data.eq(Mux(odd, data[1], data[0])),
+            self.read_next.eq(Mux(odd, data[0], data[1])),
+        ]
         return m
 
 

@@ -106,6 +106,7 @@ def _conv_stream_layout(addr_bits):
     return data.StructLayout({
         "in_h": 12, "in_w": 12, "out_w": 12, "kw": 5, "c_chunks": 8, "pad": 8, "pad_l": 5,
         "stride_x": 4, "stride_y": 4, "dil_x": 4, "dil_y": 4,
+        "pack": 3, "group_dx": 11,               # packed taps: log2 pixels per word; dil_x << pack
         "ox0": 12, "ys0": _COORD_BITS - 1, "xs0": _COORD_BITS - 1,
         "step_x": addr_bits,                     # SETCONV step_x
         "step_row": addr_bits,                   # SETCONV step_row
@@ -237,6 +238,7 @@ class Controller(wiring.Component):
             "wbuf": rp(c.wbuf, c.wbuf_word_bits),
             "pbuf": rp(c.pbuf, isa.PARAM_BITS),
             "abuf_r": rp(c.abuf, c.abuf_word_bits),
+            "abuf_r_next": In(unsigned(c.abuf_word_bits)),
             "abuf_w": wp(c.abuf, c.abuf_word_bits),
             "acc_r": rp(c.accbuf, c.acc_word_bits),
             "acc_w": wp(c.accbuf, c.acc_word_bits),
@@ -348,11 +350,16 @@ class Controller(wiring.Component):
         # Conv mode (hardware im2col): the row address is the tile's base (kernel tap and
         # channel chunk) plus the output pixel's offset, both kept incrementally; rows whose
         # input pixel lies outside the image read as x_pad bytes.
+        # With packed taps (SETCONV pack = p > 0) the addresses count pixels, 2**p to a word:
+        # the row is the word holding the tap group's first pixel and the next word, rotated
+        # so that pixel comes first, with x_pad in the bytes of pixels outside the input.
         A = c.abuf.addr_bits
+        PA = isa.ADDR_BITS                     # conv addresses: words, or pixels when packed
+        L = (rows - 1).bit_length()            # log2 of the bytes per word (rows is a power of two)
         geom = Signal(isa.ConvGeometry)        # the geometry registers (SETCONV)
         x_conv = Signal()
-        xc = Signal(_conv_stream_layout(A))               # constants of the conv MATMUL streaming
-        xc_base = Signal(A)                    # a_addr + cc + ky*(tap_row + (kw-1)*tap_x) + kx*tap_x
+        xc = Signal(_conv_stream_layout(PA))   # constants of the conv MATMUL streaming
+        xc_base = Signal(PA)                   # a_addr + cc + ky*(tap_row + (kw-1)*tap_x) + kx*tap_x
         xc_tap_dy = Signal(signed(_COORD_BITS))  # ky*dil_y - pad_t
         xc_tap_dx = Signal(signed(_COORD_BITS))  # kx*dil_x - pad_l
         xc_cc = Signal(8)
@@ -360,22 +367,48 @@ class Controller(wiring.Component):
         xc_ox = Signal(12)
         xc_ys = Signal(unsigned(_COORD_BITS - 1))  # oy*stride_y
         xc_xs = Signal(unsigned(_COORD_BITS - 1))  # ox*stride_x
-        xc_pix = Signal(A)                     # the output pixel's window from (oy0, ox0)'s: step_x, step_row
+        xc_pix = Signal(PA)                    # the output pixel's window from (oy0, ox0)'s: step_x, step_row
         xc_iy = Signal(signed(_COORD_BITS))
         xc_ix = Signal(signed(_COORD_BITS))
-        xc_inside = Signal()
-        x_row_pad = Signal()
+        xc_addr = Signal(PA)                   # the tap's word, or its group's first pixel when packed
+        xc_below = Signal(signed(_COORD_BITS + 1))  # -ix: slots below it are left of the input
+        xc_above = Signal(signed(_COORD_BITS + 1))  # in_w - ix: slots from it on are right of it
+        xc_slot_in = Signal(rows)              # which pixel slots of the row lie inside the input
+        xc_byte_in = Signal(rows)              # which bytes: slot of byte r = r >> (L - pack)
+        x_row_pad = Signal(rows)               # per byte, registered with the read
+        x_row_shift = Signal(L + 1)            # bytes to rotate the word pair by, registered too
         m.d.comb += [
             xc_iy.eq(xc_ys + xc_tap_dy),
             xc_ix.eq(xc_xs + xc_tap_dx),
-            xc_inside.eq((xc_iy >= 0) & (xc_iy < xc.in_h) & (xc_ix >= 0) & (xc_ix < xc.in_w)),
+            xc_addr.eq(xc_base + xc_pix),
+            xc_below.eq(-xc_ix),
+            xc_above.eq(xc.in_w - xc_ix),
         ]
-        m.d.comb += self.abuf_r.addr.eq(Mux(x_conv, xc_base + xc_pix, x_row_addr))
+        row_in = (xc_iy >= 0) & (xc_iy < xc.in_h)
+        m.d.comb += xc_slot_in.eq(Cat(row_in & (xc_below <= slot) & (xc_above > slot) for slot in range(rows)))
+        with m.Switch(xc.pack):
+            for p in range(L + 1):
+                with m.Case(p):
+                    m.d.comb += [
+                        xc_byte_in.eq(Cat(xc_slot_in[r >> (L - p)] for r in range(rows))),
+                        self.abuf_r.addr.eq(Mux(x_conv, (xc_addr >> p)[:A], x_row_addr)),
+                    ]
+            with m.Default():  # more pixels per word than bytes: refused by the compiler
+                m.d.comb += [xc_byte_in.eq(0), self.abuf_r.addr.eq(Mux(x_conv, xc_addr[:A], x_row_addr))]
+        # the group's first pixel is slot (addr mod 2**pack): its first byte is that times R >> pack
+        slot_byte = Signal(L)
+        m.d.comb += slot_byte.eq((xc_addr << L) >> xc.pack)
+        pair = Cat(self.abuf_r.data, self.abuf_r_next)
+        row = Signal(8 * rows)
+        m.d.comb += row.eq(pair >> (x_row_shift << 3))
         for r in range(rows):
-            byte = Mux(x_row_pad, xc.pad, self.abuf_r.data[8 * r:8 * r + 8])
+            byte = Mux(x_row_pad[r], xc.pad, row[8 * r:8 * r + 8])
             m.d.comb += self.x.payload.data[r].eq(Cat(byte, byte[7] & x_row_signed))
         with m.If(x_issue):
-            m.d.sync += x_row_pad.eq(x_conv & ~xc_inside)
+            m.d.sync += [
+                x_row_pad.eq(Mux(x_conv, ~xc_byte_in, 0)),
+                x_row_shift.eq(Mux(x_conv, slot_byte, 0)),
+            ]
             with m.If(x_last_row):
                 m.d.sync += [
                     xc_ox.eq(xc.ox0), xc_ys.eq(xc.ys0), xc_xs.eq(xc.xs0), xc_pix.eq(0),
@@ -393,7 +426,7 @@ class Controller(wiring.Component):
                         m.d.sync += [
                             xc_kx.eq(xc_kx + 1),
                             xc_base.eq(xc_base + xc.tap_x),
-                            xc_tap_dx.eq(xc_tap_dx + xc.dil_x),
+                            xc_tap_dx.eq(xc_tap_dx + xc.group_dx),
                         ]
                 with m.Else():
                     m.d.sync += [xc_cc.eq(xc_cc + 1), xc_base.eq(xc_base + 1)]
@@ -452,7 +485,7 @@ class Controller(wiring.Component):
         # geometry registers; PREP waits for them. Streaming only adds and compares.
         g = geom
         k = window_start(m, g, insn)
-        p3_tap_x, p3_tap_row = (Signal(A, name=f"p3_{n}") for n in ("tap_x", "tap_row"))
+        p3_tap_x, p3_tap_row = (Signal(PA, name=f"p3_{n}") for n in ("tap_x", "tap_row"))
         m.d.sync += [
             p3_tap_x.eq(g.tap_x - (g.c_chunks - 1)),
             p3_tap_row.eq(g.tap_row - (g.c_chunks - 1)),
@@ -562,6 +595,7 @@ class Controller(wiring.Component):
                         xc.c_chunks.eq(g.c_chunks), xc.pad.eq(g.x_pad[:8]),
                         xc.stride_x.eq(g.stride_x), xc.stride_y.eq(g.stride_y),
                         xc.dil_x.eq(g.dil_x), xc.dil_y.eq(g.dil_y), xc.pad_l.eq(g.pad_l),
+                        xc.pack.eq(g.pack), xc.group_dx.eq(g.dil_x << g.pack),
                         xc.ox0.eq(insn.ox0), xc.ys0.eq(k["ys0"]), xc.xs0.eq(k["xs0"]),
                         xc.step_x.eq(g.step_x), xc.step_row.eq(g.step_row),
                         xc.tap_x.eq(p3_tap_x), xc.tap_row.eq(p3_tap_row),

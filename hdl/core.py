@@ -6,7 +6,7 @@ from amaranth.lib.wiring import In, Out
 
 from .. import isa
 from ..config import HardwareConfig
-from .buffers import buffer_ports
+from .buffers import PairedReadBuffer, buffer_ports
 from .controller import TAG_WIDTH, Controller
 from .dsp import dsp_blocks, dsp_family
 from .hostif import HostInterface, memory_word_bits
@@ -130,9 +130,14 @@ class AcceleratorCore(wiring.Component):
         for which, (c_read, c_write) in controller_ports.items():
             spec = getattr(c, which.config_field)
             is_acc = which == isa.Memory.ACCBUF
-            read, write, extra = buffer_ports(m, which.config_field, spec, unsigned(bits[which]), platform,
-                                              single_port=c_write is None, transparent=is_acc,
-                                              extra_reads=int(is_acc and c.deferred_requant))
+            if which == isa.Memory.ABUF:  # two banks: a read also returns the next word (packed taps)
+                m.submodules.abuf = abuf = PairedReadBuffer(spec.depth, unsigned(bits[which]))
+                read, write, extra = abuf.read, abuf.write, []
+                m.d.comb += ctrl.abuf_r_next.eq(abuf.read_next)
+            else:
+                read, write, extra = buffer_ports(m, which.config_field, spec, unsigned(bits[which]), platform,
+                                                  single_port=c_write is None, transparent=is_acc,
+                                                  extra_reads=int(is_acc and c.deferred_requant))
             if extra:  # the drainer's ACC read port (deferred requantization): the controller's alone
                 drain, = extra
                 m.d.comb += [drain.addr.eq(ctrl.acc_d.addr), drain.en.eq(ctrl.acc_d.en & ctrl.busy),

@@ -201,7 +201,13 @@ class EmulatorTarget(Target):
             cc = taps % geometry.c_chunks
             kx = (taps // geometry.c_chunks) % geometry.kw
             ky = taps // (geometry.c_chunks * geometry.kw)
-            a_idx, valid = geometry.addresses(insn, m, ky, kx, cc)
+            if geometry.pack:
+                if geometry.c_chunks != 1 or R >> geometry.pack == 0 or R & (R - 1):
+                    raise DeviceError(f"{where}: packed taps (pack {geometry.pack}) need c_chunks = 1 and at most "
+                                      f"{R} pixels per word, not c_chunks {geometry.c_chunks}")
+                a_idx, a_byte, valid = geometry.packed_bytes(insn, m, ky, kx, R)
+            else:
+                a_idx, valid = geometry.addresses(insn, m, ky, kx, cc)
         else:
             a_idx = insn.a_addr + m[:, None] * insn.a_stride + np.arange(k_tiles)[None, :]
             valid = np.ones(a_idx.shape, bool)
@@ -211,9 +217,13 @@ class EmulatorTarget(Target):
             self._span(Memory.ABUF, int(read.min()), int(read.max()) - int(read.min()) + 1, where)
         self._span(Memory.ABUF, int(y_idx.min()), int(y_idx.max()) - int(y_idx.min()) + 1, where)
         self._check_hazards(where, read, y_idx, pending)
-        x = self.abuf[np.where(valid, a_idx, 0)]  # [count, k_tiles, R] bytes
-        if insn.conv:
+        if insn.conv and geometry.pack:  # one byte at a time: [count, k_tiles, R]
+            x = self.abuf[np.where(valid, a_idx, 0), np.where(valid, a_byte, 0)]
             x[~valid] = np.uint8(geometry.x_pad & 0xFF)
+        else:
+            x = self.abuf[np.where(valid, a_idx, 0)]  # [count, k_tiles, R] bytes
+            if insn.conv:
+                x[~valid] = np.uint8(geometry.x_pad & 0xFF)
         x = (x.view(np.int8) if insn.x_signed else x).astype(np.float64).reshape(count, k_tiles * R)
         wf = w.astype(np.float64)
         # Exact in float64: |x @ w| < 2**53. Two's complement wrap-around is modular, so wrapping
@@ -263,6 +273,9 @@ class EmulatorTarget(Target):
             raise DeviceError(f"{where} needs the geometry registers, but no SETCONV ran before it")
         if insn.vop == Vop.MAX:
             g = geometry
+            if g.pack:
+                raise DeviceError(f"{where}: VECTOR MAX reads whole pixels; the geometry registers have packed "
+                                  f"taps (pack {g.pack})")
             ky, kx = np.divmod(np.arange(g.kh * g.kw), g.kw)
             chunks_ = np.arange(g.c_chunks)
             # [count, taps, c_chunks] addresses
@@ -385,6 +398,7 @@ class _Geometry(NamedTuple):
     step_row: int
     tap_x: int
     tap_row: int
+    pack: int
 
     def addresses(self, insn: _Insn, m: np.ndarray, ky: np.ndarray, kx: np.ndarray, cc: np.ndarray):
         """Return the ABUF words ``[len(m), len(ky)]`` of output pixels ``m`` (from ``(oy0, ox0)``) at taps ``(ky, kx, cc)``, and which lie inside the input."""
@@ -397,6 +411,32 @@ class _Geometry(NamedTuple):
         valid = (iy >= 0) & (iy < self.in_h) & (ix >= 0) & (ix < self.in_w)
         words = window_addresses(self, insn.a_addr, insn.ox0, m[:, None], ky[None, :], kx[None, :])
         return (words + cc[None, :]) & ((1 << ADDR_BITS) - 1), valid
+
+    def packed_bytes(self, insn: _Insn, m: np.ndarray, ky: np.ndarray, kx: np.ndarray, rows: int):
+        """Return the ABUF word and byte ``[len(m), len(ky), rows]`` of each input byte with packed taps, and which lie inside.
+
+        With ``pack = p`` an ABUF word holds ``2**p`` pixels of ``rows >> p`` bytes and the
+        addresses count pixels: byte ``r`` of tap group ``kx`` of output pixel ``m`` is byte
+        ``r % (rows >> p)`` of pixel ``a + r // (rows >> p)``, where ``a`` is the group's
+        first pixel (:func:`accel.isa.window_addresses`). The hardware reads the word of
+        ``a`` and the next one and rotates them; bytes of pixels outside the input read
+        ``x_pad``.
+        """
+        if self.out_w == 0:
+            raise DeviceError("emu: the geometry registers have out_w = 0")
+        p = self.pack
+        per_pixel = rows >> p
+        pixel = insn.oy0 * self.out_w + insn.ox0 + m
+        oy, ox = np.divmod(pixel, self.out_w)
+        iy = oy[:, None] * self.stride_y + ky[None, :] * self.dil_y - self.pad_t
+        ix = ox[:, None] * self.stride_x + kx[None, :] * (self.dil_x << p) - self.pad_l
+        slot = np.arange(rows) // per_pixel
+        ix = ix[..., None] + slot
+        valid = ((iy >= 0) & (iy < self.in_h))[..., None] & (ix >= 0) & (ix < self.in_w)
+        first = window_addresses(self, insn.a_addr, insn.ox0, m[:, None], ky[None, :], kx[None, :])
+        pixels = (first[..., None] + slot) & ((1 << ADDR_BITS) - 1)
+        byte = (pixels & ((1 << p) - 1)) * per_pixel + np.arange(rows) % per_pixel
+        return pixels >> p, byte, valid
 
 
 class _Result(NamedTuple):

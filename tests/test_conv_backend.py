@@ -161,6 +161,45 @@ def test_conv_geometry_sweep(geometry):
     _run_hand_built(model, seed=SEED)
 
 
+# Few-channel model inputs are packed (PackInputTaps): 2**p pixels per ABUF word, a K tile
+# holds 2**p taps of one kernel row. (cin, h, w, cout, kernel, strides, pads, dilations)
+PACKED = [
+    (1, 9, 7, 5, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    (2, 8, 8, 6, (3, 3), (2, 2), (1, 1, 1, 1), (1, 1)),
+    (3, 10, 9, 7, (3, 2), (2, 1), (0, 2, 1, 0), (1, 1)),
+    (3, 12, 11, 4, (5, 5), (1, 3), (2, 2, 2, 2), (2, 1)),
+    (1, 49, 10, 8, (10, 4), (2, 2), (4, 1, 5, 1), (1, 1)),
+    (4, 7, 13, 9, (2, 7), (1, 2), (1, 3, 0, 4), (1, 1)),
+    (5, 6, 6, 3, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
+    (7, 5, 9, 5, (1, 3), (1, 1), (0, 1, 0, 1), (3, 1)),
+]
+WIDE = dataclasses.replace(preset("ulx3s-85f"), name="ulx3s-85f-test")
+
+
+@pytest.mark.parametrize("config", [SIM_SMALL, WIDE], ids=["4x4", "16x16"])
+@pytest.mark.parametrize("case", PACKED, ids=lambda c: f"c{c[0]}-{c[1]}x{c[2]}-k{c[4][0]}x{c[4][1]}-s{c[5][0]}{c[5][1]}")
+def test_packed_input_taps(config, case):
+    """A few-channel input is packed into ABUF words and its conv reads several taps per K tile, exactly."""
+    cin, h, w, cout, kernel, strides, pads, dilations = case
+    R = config.rows
+    per_pixel = 1 << (cin - 1).bit_length()
+    model = _qconv_model(cin, h, w, cout, kernel, strides=strides, pads=pads, dilations=dilations, gap=True,
+                         seed=SEED + cin)
+    print("seed", SEED + cin)
+    artifact = _run_hand_built(model, config=config, n=3, seed=SEED)
+    pack = artifact.inputs[0].pack
+    groups = -(-kernel[1] // max(1, R // per_pixel))
+    packed = per_pixel <= R // 2 and groups < kernel[1]
+    assert pack == (R // per_pixel if packed else 1)
+    assert artifact.layers[0]["tiles"]["k"] == kernel[0] * (groups if packed else kernel[1] * -(-cin // R))
+
+
+def test_inputs_with_dilated_columns_or_one_wide_kernels_stay_unpacked():
+    for geometry in (dict(kernel=(3, 3), dilations=(1, 2)), dict(kernel=(3, 1))):
+        model = _qconv_model(1, 9, 9, 4, gap=True, seed=SEED, **geometry)
+        assert _run_hand_built(model, config=SIM_SMALL, n=2, seed=SEED).inputs[0].pack == 1
+
+
 def test_single_channel_feature_map_output():
     _run_hand_built(_qconv_model(1, 8, 6, 1, (3, 3), pads=(1, 1, 1, 1)), seed=SEED)
 

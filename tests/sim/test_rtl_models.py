@@ -8,6 +8,7 @@ device (one resident Verilator simulation per module and config); the hardware's
 counter must equal the emulator's and the compiler's cycle model.
 """
 
+import dataclasses
 import os
 import subprocess
 import sys
@@ -19,7 +20,7 @@ import pytest
 import accel
 from accel import zoo
 from accel.compiler.backend import compile_model
-from accel.config import preset
+from accel.config import BufferSpec, preset
 
 from ..fc_models import digits_cnn_head
 
@@ -187,3 +188,34 @@ def test_small_global_pool_cycles_on_shared_requantizer_lanes(icebreaker_rtl, ch
     emu = accel.open_device("emu").load(artifact)
     assert np.array_equal(icebreaker_rtl.load(artifact).run(x), emu.run(x))
     assert icebreaker_rtl.last_cycles == emu.last_cycles == [sum(layer["cycles"] for layer in artifact.layers)]
+
+
+# -- packed input taps: a few-channel input, several pixels per ABUF word (PackInputTaps) -------
+
+SIM_8X8 = dataclasses.replace(CONFIG, name="sim-8x8-rq2", rows=8, cols=8, imem=BufferSpec(256), abuf=BufferSpec(4096),
+                              wbuf=BufferSpec(4096), accbuf=BufferSpec(256), pbuf=BufferSpec(512), requant_lanes=4)
+
+
+@pytest.mark.parametrize("config", [ICEBREAKER, SIM_8X8], ids=["icebreaker", "8x8"])
+def test_packed_input_taps(sim_cache_root, live_output, config):
+    """The word-pair read and byte rotation of packed taps equal the emulator, cycles included (2, 4 and 8 pixels a word)."""
+    from tests.test_conv_backend import PACKED, _ort, _qconv_model
+    print("seed", SEED)
+    rng = np.random.default_rng(SEED)
+    with live_output():
+        device = accel.open_device("rtl", config=config, cache_root=sim_cache_root)
+    packs = set()
+    with device:
+        for cin, h, w, cout, kernel, strides, pads, dilations in PACKED:
+            onnx_model = _qconv_model(cin, h, w, cout, kernel, strides=strides, pads=pads, dilations=dilations,
+                                      gap=True, seed=SEED + cin)
+            artifact = compile_model(accel.load_model(onnx_model.SerializeToString()), config, batch=2)
+            packs.add(artifact.inputs[0].pack)
+            x = rng.normal(0, 3, (2, 1, cin, h, w)).astype(np.float32)
+            emu = accel.open_device("emu").load(artifact)
+            y_rtl, y_emu = device.load(artifact).run(x), emu.run(x)
+            expected = _ort(onnx_model.SerializeToString(), x.reshape(2, cin, h, w))
+            assert np.array_equal(y_rtl.reshape(expected.shape), expected)
+            assert np.array_equal(y_rtl, y_emu)
+            assert device.last_cycles == emu.last_cycles == [sum(layer["cycles"] for layer in artifact.layers)]
+    assert packs >= ({4, 2} if config.rows == 4 else {8, 4, 2})
