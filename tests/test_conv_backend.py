@@ -192,6 +192,7 @@ def test_packed_input_taps(config, case):
     packed = per_pixel <= R // 2 and groups < kernel[1]
     assert pack == (R // per_pixel if packed else 1)
     assert artifact.layers[0]["tiles"]["k"] == kernel[0] * (groups if packed else kernel[1] * -(-cin // R))
+    assert (f"packed {pack} per ABUF word" in report_text(artifact)) == packed
 
 
 def test_inputs_with_dilated_columns_or_one_wide_kernels_stay_unpacked():
