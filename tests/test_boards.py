@@ -131,6 +131,9 @@ def test_ulx3s_top_elaborates_with_pll_uart_and_leds():
     files = _prepare("ulx3s-85f", tiny_config(125_000_000))
     rtlil = files["top.il"]
     assert "EHXPLLL" in rtlil and "\\CLKOP_DIV 5" in rtlil
+    # the core's reset (the domain's or the link's) reaches it through a DCCA, on a global network
+    assert re.search(r"cell \\DCCA \\core_reset_buffer\n\s+connect \\CLKI \\core_reset \[0\]\n\s+connect \\CE 1'1\n"
+                     r"\s+connect \\CLKO \\core_rst\n", rtlil)
     lpf = files["top.lpf"]
     for site in ("M1", "L4", "G2", "B2"):  # uart rx/tx, clk25, LED 0
         assert f'SITE "{site}"' in lpf, site
