@@ -300,7 +300,8 @@ def _last_error(*logs: Path) -> str:
 
 def build_board(board, config: HardwareConfig | str | None = None, out_dir=None, *, seed: int = 1,
                 seeds: int = 1, baud: int | None = None, progress=None, top=None,
-                synth_opts: list[str] | None = None, router: str | None = None) -> BuildResult:
+                synth_opts: list[str] | None = None, router: str | None = None,
+                pnr_opts: list[str] | None = None) -> BuildResult:
     """Build the bitstream of ``board`` for ``config`` and return the :class:`BuildResult`.
 
     Parameters
@@ -323,6 +324,8 @@ def build_board(board, config: HardwareConfig | str | None = None, out_dir=None,
         Options for ``synth_ice40``/``synth_ecp5`` instead of the family's defaults.
     router : str, optional
         nextpnr's ``--router`` (``router1``, its default, or ``router2``).
+    pnr_opts : list of str, optional
+        More nextpnr options, as given (e.g. ``["--placer-heap-beta", "0.8"]``).
 
     Raises
     ------
@@ -367,7 +370,8 @@ def build_board(board, config: HardwareConfig | str | None = None, out_dir=None,
     plan = platform.build(top, name=name, build_dir=str(out_dir), do_build=False,
                           synth_opts=_SYNTH_OPTS[board.family] if synth_opts is None else list(synth_opts),
                           script_after_synth=f"tee -q -o {name}.stat.json stat -json",
-                          nextpnr_opts=["--timing-allow-fail", *(["--router", router] if router else [])])
+                          nextpnr_opts=["--timing-allow-fail", *(["--router", router] if router else []),
+                                        *(pnr_opts or [])])
     plan.extract(str(out_dir))
     runner.stage_seconds["elaborate"] = time.monotonic() - t0
     progress(f"{runner.elapsed()} elaborated in {runner.stage_seconds['elaborate']:.1f} s; files in {out_dir}")

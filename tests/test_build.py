@@ -272,6 +272,15 @@ def test_seed_sweep_packs_the_fastest_seed_and_reports_the_spread(tmp_path, monk
     assert "$ " in (tmp_path / "out" / "build.log").read_text()
 
 
+def test_router_and_more_nextpnr_options_reach_the_command(tmp_path, monkeypatch):
+    stand_in_tools(tmp_path, monkeypatch, lc=4000)
+    build_board("icebreaker", tiny_config(), tmp_path / "out", router="router2",
+                pnr_opts=["--placer-heap-beta", "0.8"], progress=lambda line: None)
+    commands = [line for line in (tmp_path / "out" / "build.log").read_text().splitlines()
+                if line.startswith("$ ") and "/nextpnr_ice40 " in line]
+    assert commands and all("--router router2" in c and "--placer-heap-beta 0.8" in c for c in commands)
+
+
 def test_a_design_that_does_not_fit_fails_with_the_numbers(tmp_path, monkeypatch):
     stand_in_tools(tmp_path, monkeypatch, lc=9000)
     result = build_board("icebreaker", tiny_config(), tmp_path / "out", seeds=2, progress=lambda line: None)
