@@ -241,7 +241,8 @@ def cmd_build(args):
     from .boards import get_board
     board = get_board(args.board)
     result = build_board(board, args.config or board.name, args.output or os.path.join("build", board.name),
-                         seed=args.seed, seeds=args.seeds, baud=args.baud)
+                         seed=args.seed, seeds=args.seeds, baud=args.baud, router=args.router,
+                         pnr_opts=args.nextpnr_opt)
     print(result.summary_line())
     if result.bitstream is not None:
         print(f"bitstream: {result.bitstream}")
@@ -307,6 +308,10 @@ def build_parser() -> argparse.ArgumentParser:
     p.add_argument("--seed", type=int, default=1, help="first nextpnr placement seed (default 1)")
     p.add_argument("--seeds", type=int, default=1, help="seeds to try; reports min/median/max fmax (default 1)")
     p.add_argument("--baud", type=int, help="UART baud rate (default: the board's, 3000000)")
+    p.add_argument("--router", choices=("router1", "router2"), help="nextpnr router (default: nextpnr's, router1)")
+    p.add_argument("--nextpnr-opt", action="append", default=[], metavar="ARG",
+                   help="one more nextpnr argument, as given; repeat for more "
+                        "(--nextpnr-opt=--placer-heap-beta --nextpnr-opt=0.8)")
     p.set_defaults(func=cmd_build)
 
     p = sub.add_parser("flash", help="program a board with a bitstream (openFPGALoader, or iceprog)")

@@ -272,10 +272,16 @@ def test_seed_sweep_packs_the_fastest_seed_and_reports_the_spread(tmp_path, monk
     assert "$ " in (tmp_path / "out" / "build.log").read_text()
 
 
-def test_router_and_more_nextpnr_options_reach_the_command(tmp_path, monkeypatch):
+@pytest.mark.parametrize("how", ["api", "cli"])
+def test_router_and_more_nextpnr_options_reach_the_command(tmp_path, monkeypatch, how):
     stand_in_tools(tmp_path, monkeypatch, lc=4000)
-    build_board("icebreaker", tiny_config(), tmp_path / "out", router="router2",
-                pnr_opts=["--placer-heap-beta", "0.8"], progress=lambda line: None)
+    if how == "api":
+        build_board("icebreaker", tiny_config(), tmp_path / "out", router="router2",
+                    pnr_opts=["--placer-heap-beta", "0.8"], progress=lambda line: None)
+    else:
+        from accel.cli import main
+        assert main(["build", "--board", "icebreaker", "-o", str(tmp_path / "out"), "--router", "router2",
+                     "--nextpnr-opt=--placer-heap-beta", "--nextpnr-opt=0.8"]) == 2  # builds, misses timing
     commands = [line for line in (tmp_path / "out" / "build.log").read_text().splitlines()
                 if line.startswith("$ ") and "/nextpnr_ice40 " in line]
     assert commands and all("--router router2" in c and "--placer-heap-beta 0.8" in c for c in commands)
