@@ -714,7 +714,7 @@ class PackInputTaps(NetStage):
         w = program.graph.constants[node.inputs[1]].astype(np.int64)
         n, c, kh, kw = w.shape
         if (R & (R - 1) or node.attrs["group"] != 1 or geo["dil_x"] != 1 or geo["c_chunks"] != 1 or kw < 2
-                or c > R // 2):
+                or c > R // 2 or (layer.x_pixels, c) != tuple(program.input_view)):  # not through a reshape
             return program
         per_pixel = 1 << (c - 1).bit_length()          # C': bytes per pixel, a power of two
         pack = (R // per_pixel).bit_length() - 1       # log2 of the pixels per word
