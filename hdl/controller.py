@@ -24,7 +24,10 @@ busy. Its parts work concurrently and hand work to each other in instruction ord
   at ``out_w`` into the next output row); a row whose input pixel is outside the image
   streams ``x_pad`` bytes instead. The address steps come precomputed (SETCONV ``step_x``,
   ``step_row``, ``tap_x``, ``tap_row``; ``a_addr`` is the first window's corner); ``PREP``
-  registers the first pixel's input coordinates (``oy0*stride_y``, ``ox0*stride_x``);
+  registers the first pixel's input coordinates (``oy0*stride_y``, ``ox0*stride_x``).
+  With packed taps (SETCONV ``pack``) addresses count pixels, ``2**pack`` to a word: a row
+  is the word holding its first pixel and the next one (``abuf_r_next``), rotated so that
+  pixel comes first, with ``x_pad`` in the bytes of pixels outside the image;
 * **accumulate stage**: adds each output row to ``ACC[acc_addr + m]`` (unless it is of the
   first tile) and writes it back (unless it is of the last tile); last-tile rows go to the
   requantizer with their instruction's parameters;
@@ -182,6 +185,9 @@ class Controller(wiring.Component):
     pbuf : ``In(ReadPort.Signature(...))``
     abuf_r : ``In(ReadPort.Signature(...))``
         Input rows.
+    abuf_r_next : ``In(abuf word)``
+        The ABUF word after the one ``abuf_r`` returns (:class:`~accel.hdl.buffers.PairedReadBuffer`),
+        for packed taps.
     abuf_w : ``In(WritePort.Signature(...))``
         Results.
     acc_r : ``In(ReadPort.Signature(...))``
@@ -361,7 +367,7 @@ class Controller(wiring.Component):
         xc = Signal(_conv_stream_layout(PA))   # constants of the conv MATMUL streaming
         xc_base = Signal(PA)                   # a_addr + cc + ky*(tap_row + (kw-1)*tap_x) + kx*tap_x
         xc_tap_dy = Signal(signed(_COORD_BITS))  # ky*dil_y - pad_t
-        xc_tap_dx = Signal(signed(_COORD_BITS))  # kx*dil_x - pad_l
+        xc_tap_dx = Signal(signed(_COORD_BITS))  # kx*(dil_x << pack) - pad_l
         xc_cc = Signal(8)
         xc_kx = Signal(5)
         xc_ox = Signal(12)
