@@ -510,11 +510,10 @@ class FoldWeights(NetStage):
         g, cfg = program.graph, program.config
         R, C = cfg.rows, cfg.cols
         node, a = layer.node, layer.node.attrs
-        w = g.constants[node.inputs[1]].astype(np.int64)
+        w = _conv_weights(program, node)
         n, cg, kh, kw = w.shape
         group = a["group"]
         ng = n // group
-        w = w - np.asarray(a["w_zp"], np.int64).reshape(-1, 1, 1, 1)
         self._check_weights(program, layer, w.reshape(n, -1).T)
         s = layer.x_chunks
         # the input chunks each column tile reads: the union of its output channels' groups
@@ -711,7 +710,7 @@ class PackInputTaps(NetStage):
             return program
         layer = readers[0]
         geo, node = layer.geometry, layer.node
-        w = program.graph.constants[node.inputs[1]].astype(np.int64)
+        w = _conv_weights(program, node)
         n, c, kh, kw = w.shape
         if (R & (R - 1) or node.attrs["group"] != 1 or geo["dil_x"] != 1 or geo["c_chunks"] != 1 or kw < 2
                 or c > R // 2 or (layer.x_pixels, c) != tuple(program.input_view)):  # not through a reshape
@@ -722,7 +721,6 @@ class PackInputTaps(NetStage):
         groups = -(-kw // group)
         if groups >= kw:
             return program
-        w = w - np.asarray(node.attrs["w_zp"], np.int64).reshape(-1, 1, 1, 1)
         C = program.config.cols
         slot, channel = np.divmod(np.arange(R), per_pixel)
         layer.tiles = []
@@ -741,6 +739,12 @@ class PackInputTaps(NetStage):
         program.storage["input"] = -(-layer.x_pixels // group)
         program.input_pack = group
         return program
+
+
+def _conv_weights(program, node) -> np.ndarray:
+    """Return a conv node's weights minus their zero points, ``W'`` as int64 ``[n, c/group, kh, kw]``."""
+    w = program.graph.constants[node.inputs[1]].astype(np.int64)
+    return w - np.asarray(node.attrs["w_zp"], np.int64).reshape(-1, 1, 1, 1)
 
 
 class PlanNetMemory(NetStage):

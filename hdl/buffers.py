@@ -148,7 +148,7 @@ class PairedReadBuffer(wiring.Component):
             m.submodules[f"bank{bank}"] = mem
             write, read = mem.write_port(), mem.read_port()
             # the even bank holds word addr + 1 when addr is odd: index (addr + 1) >> 1
-            index = (addr + (1 - bank)) >> 1 if bank == 0 else addr >> 1
+            index = (addr + 1) >> 1 if bank == 0 else addr >> 1
             m.d.comb += [
                 read.addr.eq(index), read.en.eq(self.read.en),
                 write.addr.eq(self.write.addr >> 1), write.data.eq(self.write.data),

@@ -217,13 +217,12 @@ class EmulatorTarget(Target):
             self._span(Memory.ABUF, int(read.min()), int(read.max()) - int(read.min()) + 1, where)
         self._span(Memory.ABUF, int(y_idx.min()), int(y_idx.max()) - int(y_idx.min()) + 1, where)
         self._check_hazards(where, read, y_idx, pending)
-        if insn.conv and geometry.pack:  # one byte at a time: [count, k_tiles, R]
+        if insn.conv and geometry.pack:  # [count, k_tiles, R] bytes, gathered one at a time
             x = self.abuf[np.where(valid, a_idx, 0), np.where(valid, a_byte, 0)]
-            x[~valid] = np.uint8(geometry.x_pad & 0xFF)
         else:
             x = self.abuf[np.where(valid, a_idx, 0)]  # [count, k_tiles, R] bytes
-            if insn.conv:
-                x[~valid] = np.uint8(geometry.x_pad & 0xFF)
+        if insn.conv:  # valid is per byte when packed, per word otherwise
+            x[~valid] = np.uint8(geometry.x_pad & 0xFF)
         x = (x.view(np.int8) if insn.x_signed else x).astype(np.float64).reshape(count, k_tiles * R)
         wf = w.astype(np.float64)
         # Exact in float64: |x @ w| < 2**53. Two's complement wrap-around is modular, so wrapping
@@ -400,14 +399,22 @@ class _Geometry(NamedTuple):
     tap_row: int
     pack: int
 
-    def addresses(self, insn: _Insn, m: np.ndarray, ky: np.ndarray, kx: np.ndarray, cc: np.ndarray):
-        """Return the ABUF words ``[len(m), len(ky)]`` of output pixels ``m`` (from ``(oy0, ox0)``) at taps ``(ky, kx, cc)``, and which lie inside the input."""
+    def inputs(self, insn: _Insn, m: np.ndarray, ky: np.ndarray, kx: np.ndarray):
+        """Return the input coordinates ``iy, ix`` ``[len(m), len(ky)]`` of output pixels ``m`` (from ``(oy0, ox0)``) at taps ``(ky, kx)``.
+
+        ``kx`` steps ``dil_x << pack`` pixels: one kernel column, or one tap group when packed.
+        """
         if self.out_w == 0:
             raise DeviceError("emu: the geometry registers have out_w = 0")
         pixel = insn.oy0 * self.out_w + insn.ox0 + m
         oy, ox = np.divmod(pixel, self.out_w)
         iy = oy[:, None] * self.stride_y + ky[None, :] * self.dil_y - self.pad_t
-        ix = ox[:, None] * self.stride_x + kx[None, :] * self.dil_x - self.pad_l
+        ix = ox[:, None] * self.stride_x + kx[None, :] * (self.dil_x << self.pack) - self.pad_l
+        return iy, ix
+
+    def addresses(self, insn: _Insn, m: np.ndarray, ky: np.ndarray, kx: np.ndarray, cc: np.ndarray):
+        """Return the ABUF words ``[len(m), len(ky)]`` of output pixels ``m`` (from ``(oy0, ox0)``) at taps ``(ky, kx, cc)``, and which lie inside the input."""
+        iy, ix = self.inputs(insn, m, ky, kx)
         valid = (iy >= 0) & (iy < self.in_h) & (ix >= 0) & (ix < self.in_w)
         words = window_addresses(self, insn.a_addr, insn.ox0, m[:, None], ky[None, :], kx[None, :])
         return (words + cc[None, :]) & ((1 << ADDR_BITS) - 1), valid
@@ -422,14 +429,9 @@ class _Geometry(NamedTuple):
         ``a`` and the next one and rotates them; bytes of pixels outside the input read
         ``x_pad``.
         """
-        if self.out_w == 0:
-            raise DeviceError("emu: the geometry registers have out_w = 0")
         p = self.pack
         per_pixel = rows >> p
-        pixel = insn.oy0 * self.out_w + insn.ox0 + m
-        oy, ox = np.divmod(pixel, self.out_w)
-        iy = oy[:, None] * self.stride_y + ky[None, :] * self.dil_y - self.pad_t
-        ix = ox[:, None] * self.stride_x + kx[None, :] * (self.dil_x << p) - self.pad_l
+        iy, ix = self.inputs(insn, m, ky, kx)
         slot = np.arange(rows) // per_pixel
         ix = ix[..., None] + slot
         valid = ((iy >= 0) & (iy < self.in_h))[..., None] & (ix >= 0) & (ix < self.in_w)
