@@ -696,7 +696,8 @@ class PackInputTaps(NetStage):
     An input with ``C < R`` channels fills ``C/R`` of a K tile (one tap of one pixel). When
     the model input feeds only a standard conv (one group, ``dil_x = 1``, kernel wider than
     one), the host writes it packed instead (``pack = p``): ``2**p`` pixels of
-    ``C' = R >> p`` bytes per word, ``C'`` the power of two at least ``C``, and a K tile is
+    ``C' = R >> p`` bytes per word, with ``p`` the largest that divides ``R`` and leaves
+    ``C' >= C`` (``R = 12``: 4 pixels of 3 bytes for RGB), and a K tile is
     ``2**p`` consecutive pixels of one kernel row. The layer then has ``kh * ceil(kw / 2**p)``
     K tiles instead of ``kh * kw``; the hardware reads the word holding a tile's first pixel
     and the next one and rotates them (``docs/isa.md``, SETCONV ``pack``). The input takes
@@ -712,12 +713,14 @@ class PackInputTaps(NetStage):
         geo, node = layer.geometry, layer.node
         w = _conv_weights(program, node)
         n, c, kh, kw = w.shape
-        if (R & (R - 1) or node.attrs["group"] != 1 or geo["dil_x"] != 1 or geo["c_chunks"] != 1 or kw < 2
-                or c > R // 2 or (layer.x_pixels, c) != tuple(program.input_view)):  # not through a reshape
+        if (node.attrs["group"] != 1 or geo["dil_x"] != 1 or geo["c_chunks"] != 1 or kw < 2
+                or (layer.x_pixels, c) != tuple(program.input_view)):  # not through a reshape
             return program
-        per_pixel = 1 << (c - 1).bit_length()          # C': bytes per pixel, a power of two
-        pack = (R // per_pixel).bit_length() - 1       # log2 of the pixels per word
-        group = 1 << pack
+        pack = max((p for p in range(1, 8) if R % (1 << p) == 0 and R >> p >= c), default=0)  # 3-bit pack
+        if not pack:
+            return program
+        group = 1 << pack                              # pixels per word
+        per_pixel = R >> pack                          # C': bytes per pixel
         groups = -(-kw // group)
         if groups >= kw:
             return program

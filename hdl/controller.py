@@ -361,7 +361,8 @@ class Controller(wiring.Component):
         # so that pixel comes first, with x_pad in the bytes of pixels outside the input.
         A = c.abuf.addr_bits
         PA = isa.ADDR_BITS                     # conv addresses: words, or pixels when packed
-        L = (rows - 1).bit_length()            # log2 of the bytes per word (rows is a power of two)
+        L = (rows - 1).bit_length()            # bits of a byte index within the word
+        packs = [p for p in range(8) if rows % (1 << p) == 0]  # 2**p pixels of rows >> p bytes fit a word
         geom = Signal(isa.ConvGeometry)        # the geometry registers (SETCONV)
         x_conv = Signal()
         xc = Signal(_conv_stream_layout(PA))   # constants of the conv MATMUL streaming
@@ -380,7 +381,7 @@ class Controller(wiring.Component):
         xc_below = Signal(signed(_COORD_BITS + 1))  # -ix: slots below it are left of the input
         xc_above = Signal(signed(_COORD_BITS + 1))  # in_w - ix: slots from it on are right of it
         xc_slot_in = Signal(rows)              # which pixel slots of the row lie inside the input
-        xc_byte_in = Signal(rows)              # which bytes: slot of byte r = r >> (L - pack)
+        xc_byte_in = Signal(rows)              # which bytes: slot of byte r = r // (rows >> pack)
         x_row_pad = Signal(rows)               # per byte, registered with the read
         x_row_shift = Signal(L + 1)            # bytes to rotate the word pair by, registered too
         m.d.comb += [
@@ -392,18 +393,18 @@ class Controller(wiring.Component):
         ]
         row_in = (xc_iy >= 0) & (xc_iy < xc.in_h)
         m.d.comb += xc_slot_in.eq(Cat(row_in & (xc_below <= slot) & (xc_above > slot) for slot in range(rows)))
+        # the group's first pixel is slot (addr mod 2**pack): its first byte is that times rows >> pack
+        slot_byte = Signal(L)
         with m.Switch(xc.pack):
-            for p in range(L + 1):
+            for p in packs:
                 with m.Case(p):
                     m.d.comb += [
-                        xc_byte_in.eq(Cat(xc_slot_in[r >> (L - p)] for r in range(rows))),
+                        xc_byte_in.eq(Cat(xc_slot_in[r // (rows >> p)] for r in range(rows))),
                         self.abuf_r.addr.eq(Mux(x_conv, (xc_addr >> p)[:A], x_row_addr)),
+                        slot_byte.eq(xc_addr[:p] * (rows >> p)),
                     ]
-            with m.Default():  # more pixels per word than bytes: refused by the compiler
+            with m.Default():  # pixels that do not divide the word: refused by the compiler
                 m.d.comb += [xc_byte_in.eq(0), self.abuf_r.addr.eq(Mux(x_conv, xc_addr[:A], x_row_addr))]
-        # the group's first pixel is slot (addr mod 2**pack): its first byte is that times R >> pack
-        slot_byte = Signal(L)
-        m.d.comb += slot_byte.eq((xc_addr << L) >> xc.pack)
         pair = Cat(self.abuf_r.data, self.abuf_r_next)
         row = Signal(8 * rows)
         m.d.comb += row.eq(pair >> (x_row_shift << 3))

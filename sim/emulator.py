@@ -202,9 +202,10 @@ class EmulatorTarget(Target):
             kx = (taps // geometry.c_chunks) % geometry.kw
             ky = taps // (geometry.c_chunks * geometry.kw)
             if geometry.pack:
-                if geometry.c_chunks != 1 or R >> geometry.pack == 0 or R & (R - 1):
-                    raise DeviceError(f"{where}: packed taps (pack {geometry.pack}) need c_chunks = 1 and at most "
-                                      f"{R} pixels per word, not c_chunks {geometry.c_chunks}")
+                if geometry.c_chunks != 1 or R % (1 << geometry.pack):
+                    raise DeviceError(f"{where}: packed taps (pack {geometry.pack}) need c_chunks = 1 and "
+                                      f"2**pack pixels per word to divide its {R} bytes, not c_chunks "
+                                      f"{geometry.c_chunks}")
                 a_idx, a_byte, valid = geometry.packed_bytes(insn, m, ky, kx, R)
             else:
                 a_idx, valid = geometry.addresses(insn, m, ky, kx, cc)

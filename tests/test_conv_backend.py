@@ -174,23 +174,25 @@ PACKED = [
     (7, 5, 9, 5, (1, 3), (1, 1), (0, 1, 0, 1), (3, 1)),
 ]
 WIDE = dataclasses.replace(preset("ulx3s-85f"), name="ulx3s-85f-test")
+TWELVE = dataclasses.replace(preset("ulx3s-85f"), name="twelve-test", rows=12, cols=12)
 
 
-@pytest.mark.parametrize("config", [SIM_SMALL, WIDE], ids=["4x4", "16x16"])
+@pytest.mark.parametrize("config", [SIM_SMALL, WIDE, TWELVE], ids=["4x4", "16x16", "12x12"])
 @pytest.mark.parametrize("case", PACKED, ids=lambda c: f"c{c[0]}-{c[1]}x{c[2]}-k{c[4][0]}x{c[4][1]}-s{c[5][0]}{c[5][1]}")
 def test_packed_input_taps(config, case):
     """A few-channel input is packed into ABUF words and its conv reads several taps per K tile, exactly."""
     cin, h, w, cout, kernel, strides, pads, dilations = case
     R = config.rows
-    per_pixel = 1 << (cin - 1).bit_length()
+    # the most pixels per word, a power of two dividing R, that leave each pixel cin bytes
+    group = max((g for g in (2, 4, 8, 16) if R % g == 0 and R // g >= cin), default=1)
     model = _qconv_model(cin, h, w, cout, kernel, strides=strides, pads=pads, dilations=dilations, gap=True,
                          seed=SEED + cin)
     print("seed", SEED + cin)
     artifact = _run_hand_built(model, config=config, n=3, seed=SEED)
     pack = artifact.inputs[0].pack
-    groups = -(-kernel[1] // max(1, R // per_pixel))
-    packed = per_pixel <= R // 2 and groups < kernel[1]
-    assert pack == (R // per_pixel if packed else 1)
+    groups = -(-kernel[1] // group)
+    packed = group > 1 and groups < kernel[1]
+    assert pack == (group if packed else 1)
     assert artifact.layers[0]["tiles"]["k"] == kernel[0] * (groups if packed else kernel[1] * -(-cin // R))
     assert (f"packed {pack} per ABUF word" in report_text(artifact)) == packed
 
