@@ -18,7 +18,7 @@ from dataclasses import dataclass
 __all__ = ["HW_REVISION", "BufferSpec", "HardwareConfig", "PRESETS", "preset", "preset_names"]
 
 # Bump when the hardware's behaviour or the ISA changes, so old artifacts are refused.
-HW_REVISION = 8
+HW_REVISION = 9  # 9: packed taps on arrays whose rows are not a power of two
 
 BUFFER_KINDS = ("auto", "lutram", "ebr", "spram")
 
