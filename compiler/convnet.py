@@ -696,7 +696,7 @@ class PackInputTaps(NetStage):
     An input with ``C < R`` channels fills ``C/R`` of a K tile (one tap of one pixel). When
     the model input feeds only a standard conv (one group, ``dil_x = 1``, kernel wider than
     one), the host writes it packed instead (``pack = p``): ``2**p`` pixels of
-    ``C' = R >> p`` bytes per word, with ``p`` the largest that divides ``R`` and leaves
+    ``C' = R >> p`` bytes per word, with ``p`` the largest such that ``2**p`` divides ``R`` and
     ``C' >= C`` (``R = 12``: 4 pixels of 3 bytes for RGB), and a K tile is
     ``2**p`` consecutive pixels of one kernel row. The layer then has ``kh * ceil(kw / 2**p)``
     K tiles instead of ``kh * kw``; the hardware reads the word holding a tile's first pixel
