@@ -20,7 +20,7 @@ __all__ = [
     "INSN_BITS", "PARAM_BITS", "Opcode", "Vop", "Insn", "ConvGeometry", "AddParams", "ParamWord", "Memory",
     "Command", "ACK", "NACK", "PAUSED", "IDENT_MAGIC", "encode", "decode", "matmul", "sync", "halt", "setconv", "vector",
     "add_params", "add_recipe", "ADD_TABLE_WORDS", "param_word", "stream", "ADDR_BITS",
-    "window_steps", "window_origin", "window_addresses",
+    "window_steps", "window_origin", "window_addresses", "input_packs",
     "pack_values", "unpack_values",
 ]
 
@@ -110,6 +110,16 @@ class ConvGeometry(data.Struct):
     # kernel row (kw counts those groups); conv-mode MATMUL only.
     pack: unsigned(3)
     _reserved: unsigned(INSN_BITS - 96 - 4 * ADDR_BITS)
+
+
+def input_packs(rows: int) -> list[int]:
+    """Return the SETCONV ``pack`` values an array of ``rows`` rows supports: ``p`` with ``2**p`` dividing ``rows``.
+
+    With ``pack = p`` an ABUF word holds ``2**p`` pixels of ``rows >> p`` bytes; the field
+    is 3 bits wide. The HDL builds one rotation per value, the compiler picks among them and
+    the emulator refuses the others.
+    """
+    return [p for p in range(8) if rows % (1 << p) == 0]
 
 
 class AddParams(data.Struct):

@@ -716,7 +716,7 @@ class PackInputTaps(NetStage):
         if (node.attrs["group"] != 1 or geo["dil_x"] != 1 or geo["c_chunks"] != 1 or kw < 2
                 or (layer.x_pixels, c) != tuple(program.input_view)):  # not through a reshape
             return program
-        pack = max((p for p in range(1, 8) if R % (1 << p) == 0 and R >> p >= c), default=0)  # 3-bit pack
+        pack = max((p for p in isa.input_packs(R) if R >> p >= c), default=0)
         if not pack:
             return program
         group = 1 << pack                              # pixels per word
@@ -962,17 +962,38 @@ def _matmul_rows(total: int, tile: int, k_tiles: int, config: HardwareConfig, ta
     return min([plain, *candidates], key=lambda ranges: _modelled_cycles(config, [ranges], k_tiles))
 
 
+def _even_ranges(total: int, parts: int) -> list[tuple[int, int]]:
+    """Split ``total`` rows into ``parts`` MATMULs whose row counts differ by at most one."""
+    size, extra = divmod(total, parts)
+    counts = [size + 1] * extra + [size] * (parts - extra)
+    return [(int(m0), n) for m0, n in zip(np.cumsum([0, *counts[:-1]]), counts)]
+
+
 def _group_rows(total: int, tile: int, k_tiles: int, config: HardwareConfig, groups: int) -> list[list[tuple[int, int]]]:
     """Return the MATMUL row ranges of ``groups`` column groups of ``total`` rows each, in order.
 
-    Either only the layer's last group ends in shrinking MATMULs (:func:`_matmul_rows`) or
-    every group does, whichever the cycle model says is faster for the whole layer: a
-    group's last full MATMUL drains while the next group's first one streams, and that one
-    may be too short to hide it.
+    The candidates, whichever the cycle model says is fastest for the whole layer:
+
+    * full tiles of ``tile`` rows and the rest (:func:`_m_ranges`), or the fewest (and one
+      more) MATMULs of even size (:func:`_even_ranges`). With deferred requantization a
+      MATMUL drains while the next one streams, and the one after waits for that drain:
+      a full tile followed by a short rest leaves the array idle while the full tile
+      drains, two halves do not;
+    * each of these with only the layer's last group ending in shrinking MATMULs
+      (:func:`_matmul_rows`), or every group doing so: a group's last full MATMUL drains
+      while the next group's first one streams, and that one may be too short to hide it.
     """
-    plain, tapered = _m_ranges(total, tile), _matmul_rows(total, tile, k_tiles, config, True)
-    last_only, every = [plain] * (groups - 1) + [tapered], [tapered] * groups
-    return min(last_only, every, key=lambda plan: _modelled_cycles(config, plan, k_tiles))
+    fewest = -(-total // tile)
+    bases = [_m_ranges(total, tile)]
+    for parts in range(fewest, fewest + 4):
+        even = _even_ranges(total, parts)
+        if parts <= total and even not in bases:
+            bases.append(even)
+    tapered = _matmul_rows(total, tile, k_tiles, config, True)
+    plans = [[bases[0]] * (groups - 1) + [tapered], [tapered] * groups]  # ties keep the first
+    for base in bases[1:]:
+        plans += [[base] * (groups - 1) + [tapered], [base] * groups]
+    return min(plans, key=lambda plan: _modelled_cycles(config, plan, k_tiles))
 
 
 def _modelled_cycles(config: HardwareConfig, groups: list[list[tuple[int, int]]], k_tiles: int) -> int:

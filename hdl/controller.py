@@ -362,7 +362,7 @@ class Controller(wiring.Component):
         A = c.abuf.addr_bits
         PA = isa.ADDR_BITS                     # conv addresses: words, or pixels when packed
         L = (rows - 1).bit_length()            # bits of a byte index within the word
-        packs = [p for p in range(8) if rows % (1 << p) == 0]  # 2**p pixels of rows >> p bytes fit a word
+        packs = isa.input_packs(rows)          # 2**p pixels of rows >> p bytes fit a word
         geom = Signal(isa.ConvGeometry)        # the geometry registers (SETCONV)
         x_conv = Signal()
         xc = Signal(_conv_stream_layout(PA))   # constants of the conv MATMUL streaming
@@ -383,7 +383,7 @@ class Controller(wiring.Component):
         xc_slot_in = Signal(rows)              # which pixel slots of the row lie inside the input
         xc_byte_in = Signal(rows)              # which bytes: slot of byte r = r // (rows >> pack)
         x_row_pad = Signal(rows)               # per byte, registered with the read
-        x_row_shift = Signal(L + 1)            # bytes to rotate the word pair by, registered too
+        x_row_shift = Signal(L)                # bytes to rotate the word pair by, registered too
         m.d.comb += [
             xc_iy.eq(xc_ys + xc_tap_dy),
             xc_ix.eq(xc_xs + xc_tap_dx),

@@ -26,7 +26,7 @@ from ..compiler.cycles import CycleModel, vector_cycles
 from ..compiler.layout import pack_words, unpack_param_words, unpack_words, wrap_signed
 from ..config import HW_REVISION, HardwareConfig
 from ..errors import DeviceError
-from ..isa import ADD_TABLE_WORDS, ADDR_BITS, Memory, Opcode, Vop, add_recipe, decode, window_addresses
+from ..isa import ADD_TABLE_WORDS, ADDR_BITS, Memory, Opcode, Vop, add_recipe, decode, input_packs, window_addresses
 from ..runtime import HardwareDevice, Ident, IdentInfo, Paused, Read, Resume, Run, Status, Target, Write
 
 __all__ = ["EmulatorTarget", "EmulatorDevice"]
@@ -202,7 +202,7 @@ class EmulatorTarget(Target):
             kx = (taps // geometry.c_chunks) % geometry.kw
             ky = taps // (geometry.c_chunks * geometry.kw)
             if geometry.pack:
-                if geometry.c_chunks != 1 or R % (1 << geometry.pack):
+                if geometry.c_chunks != 1 or geometry.pack not in input_packs(R):
                     raise DeviceError(f"{where}: packed taps (pack {geometry.pack}) need c_chunks = 1 and "
                                       f"2**pack pixels per word to divide its {R} bytes, not c_chunks "
                                       f"{geometry.c_chunks}")

@@ -307,26 +307,41 @@ def test_matmul_rows_cover_the_layer_and_shrink_before_the_sync():
     assert [n for _, n in _matmul_rows(1024, 256, 9, SIM_SMALL, tapered=True)] == [256] * 4
 
 
-def test_group_rows_taper_every_column_group_where_the_model_says_so():
-    from accel.compiler.convnet import _group_rows, _m_ranges, _matmul_rows, _modelled_cycles
+def test_group_rows_take_the_fastest_of_full_even_and_tapered_splits():
+    from accel.compiler.convnet import _even_ranges, _group_rows, _m_ranges, _matmul_rows, _modelled_cycles
 
-    ulx = preset("ulx3s-85f")
-    every_wins = 0
-    for total, k_tiles, groups in ((784, 9, 2), (196, 18, 4), (300, 9, 3), (49, 9, 2), (256, 18, 2), (1024, 3, 2)):
+    ulx = preset("ulx3s-85f")  # requant_spacing 4, ACC halves of 256 rows
+    wins = dict(tapered=0, even=0)
+    for total, k_tiles, groups in ((784, 9, 2), (196, 18, 4), (300, 9, 3), (49, 9, 2), (256, 18, 2), (1024, 3, 2),
+                                   (300, 4, 2), (576, 4, 2), (300, 2, 2), (17, 9, 1)):
         plan = _group_rows(total, ulx.acc_rows, k_tiles, ulx, groups)
-        tapered = _matmul_rows(total, ulx.acc_rows, k_tiles, ulx, tapered=True)
-        last_only = [_m_ranges(total, ulx.acc_rows)] * (groups - 1) + [tapered]
-        assert len(plan) == groups and all(sum(n for _, n in ranges) == total for ranges in plan)
-        assert plan in (last_only, [tapered] * groups)
+        assert len(plan) == groups
+        for ranges in plan:  # every group covers the rows in order, each MATMUL fits its ACC half
+            counts = [n for _, n in ranges]
+            assert [m0 for m0, _ in ranges] == list(np.cumsum([0, *counts[:-1]])) and sum(counts) == total
+            assert all(1 <= n <= ulx.acc_rows for n in counts)
+        full, tapered = _m_ranges(total, ulx.acc_rows), _matmul_rows(total, ulx.acc_rows, k_tiles, ulx, tapered=True)
+        last_only, every = [full] * (groups - 1) + [tapered], [tapered] * groups
         cycles = _modelled_cycles(ulx, plan, k_tiles)
-        assert cycles <= _modelled_cycles(ulx, last_only, k_tiles)
-        if cycles < _modelled_cycles(ulx, last_only, k_tiles):
-            every_wins += 1
-            # a group's last full MATMUL drained while the next group's first, short one streamed
-            assert plan == [tapered] * groups
-    assert every_wins >= 3
-    # one group: the layer's last, tapered as before
-    assert _group_rows(784, 256, 9, ulx, 1) == [_matmul_rows(784, 256, 9, ulx, tapered=True)]
+        assert cycles <= min(_modelled_cycles(ulx, last_only, k_tiles), _modelled_cycles(ulx, every, k_tiles))
+        if cycles < _modelled_cycles(ulx, [full] * groups, k_tiles):
+            wins["tapered"] += tapered != full and plan[-1] == tapered
+            wins["even"] += plan[0] != full and plan[0] != tapered
+        fewest = -(-total // ulx.acc_rows)
+        for parts in range(fewest, min(fewest + 4, total + 1)):  # no candidate beats the choice
+            even = _even_ranges(total, parts)
+            assert cycles <= _modelled_cycles(ulx, [even] * groups, k_tiles)
+            assert max(n for _, n in even) - min(n for _, n in even) <= 1
+    print(wins)
+    assert wins["tapered"] >= 1 and wins["even"] >= 4
+    # k_tiles = requant_spacing: a full tile and a short rest leave the array idle while the
+    # full tile drains; even MATMULs drain while the next streams
+    plan = _group_rows(576, 512, 4, ulx, 1)
+    counts = [n for _, n in plan[0]]
+    assert len(counts) >= 2 and max(counts) - min(counts) <= 1
+    assert _modelled_cycles(ulx, plan, 4) < 0.8 * _modelled_cycles(ulx, [_m_ranges(576, 512)], 4)
+    # one group of one MATMUL's worth of rows, streaming longer than it drains: one MATMUL
+    assert _group_rows(9, 256, 9, ulx, 1) == [[(0, 9)]]
 
 
 def test_resnet8_3x3_convs_fill_the_ulx3s_array():
