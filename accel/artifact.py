@@ -44,7 +44,11 @@ __all__ = ["MAGIC", "FORMAT_VERSION", "ArtifactError", "TensorPlacement", "Strea
            "words_to_bytes", "bytes_to_words"]
 
 MAGIC = b"ACCELART"
-FORMAT_VERSION = 2
+FORMAT_VERSION = 3  # 3: TensorPlacement layout "nchw_t"
+
+#: Axis order of the stored [rows, features] matrix for each image layout (``TensorPlacement.layout``).
+_PIXEL_ORDER = {"nchw": (0, 2, 3, 1), "nchw_t": (0, 3, 2, 1)}
+LAYOUTS = ("rows", *_PIXEL_ORDER)
 SECTIONS = ("imem", "wbuf", "pbuf", "stream", "source")
 IMAGES = ("imem", "wbuf", "pbuf")
 
@@ -86,7 +90,10 @@ class TensorPlacement:
     host quantizes or dequantizes a float tensor, exactly as the model's QuantizeLinear /
     DequantizeLinear do. ``layout`` says how the matrix relates to ``shape``: ``"rows"``,
     row-major over ``shape``; ``"nchw"``, an image ``[1, C, H, W]`` stored pixel-major
-    (``H*W`` rows of ``C`` channels), transposed by the host. ``pack`` is the rows per ABUF
+    (``H*W`` rows of ``C`` channels), transposed by the host; ``"nchw_t"``, the same image
+    with ``H`` and ``W`` swapped (``W*H`` rows, column after column: the compiler runs the
+    first conv over the transposed image when its kernel packs better that way,
+    ``PackInputTaps``). ``pack`` is the rows per ABUF
     word: 1, or a power of two when the compiler packs a few-channel input
     (``PackInputTaps``): then each row takes ``config.rows / pack`` bytes and the rows of
     all batch items follow each other, ``pack`` to a word.
@@ -109,20 +116,24 @@ class TensorPlacement:
 
     @classmethod
     def from_dict(cls, d: dict) -> "TensorPlacement":
+        layout = d.get("layout", "rows")
+        if layout not in LAYOUTS:
+            raise ArtifactError(f"tensor {d['name']!r}: layout {layout!r}; this accel reads {', '.join(LAYOUTS)}")
         return cls(d["name"], tuple(d["shape"]), d["dtype"], d["quant"], d["addr"], d["rows"], d["features"],
-                   d["stride"], d.get("layout", "rows"), d.get("pack", 1))
+                   d["stride"], layout, d.get("pack", 1))
 
     def to_rows(self, values: np.ndarray) -> np.ndarray:
         """Return one inference of this tensor as the [rows, features] matrix the device stores."""
-        if self.layout == "nchw":
-            values = values.reshape(self.shape).transpose(0, 2, 3, 1)
+        if self.layout in _PIXEL_ORDER:
+            values = values.reshape(self.shape).transpose(_PIXEL_ORDER[self.layout])
         return values.reshape(self.rows, self.features)
 
     def from_rows(self, matrix: np.ndarray) -> np.ndarray:
         """Return one inference of this tensor, shaped like the model's, from the device's [rows, features] matrix."""
-        if self.layout == "nchw":
-            n, c, h, w = self.shape
-            return matrix.reshape(n, h, w, c).transpose(0, 3, 1, 2)
+        if self.layout in _PIXEL_ORDER:
+            order = _PIXEL_ORDER[self.layout]
+            stored = matrix.reshape([self.shape[axis] for axis in order])
+            return stored.transpose(np.argsort(order))
         return matrix.reshape(self.shape)
 
 

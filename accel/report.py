@@ -84,6 +84,7 @@ def report_text(artifact: Artifact) -> str:
             dims = ["N", *map(str, t.shape[1:])] if artifact.dynamic_batch else list(map(str, t.shape))
             header.append(f"{kind}    {t.name}: {t.dtype}[{'x'.join(dims)}] at ABUF {t.addr}, "
                           f"{t.rows} x {t.features} per inference"
+                          + (", written transposed (W x H)" if t.layout == "nchw_t" else "")
                           + (f", packed {t.pack} per ABUF word (packed taps)" if t.pack > 1 else ""))
     rows = []
     for i, layer in enumerate(artifact.layers):

@@ -33,7 +33,8 @@ pixel ``p`` chunk ``cc`` at ``base + p*S + cc``; batch item ``b`` at ``base + b*
 Flatten of ``[1, C, H, W]`` is a view of the same words as one row of ``P*S*R`` bytes; the
 Gemm reading it gets its weight rows permuted from C-major to this order (zero rows for the
 lanes past ``C``). A model input ``[1, C, H, W]`` is transposed to pixel-major by the host
-(``TensorPlacement.layout = "nchw"``).
+(``TensorPlacement.layout = "nchw"``; ``"nchw_t"``, column after column, when
+``PackInputTaps`` runs the first conv over the transposed image).
 """
 
 from __future__ import annotations
@@ -127,6 +128,7 @@ class NetLayer:
     copy_channels: int = 0                                  # copy: its channels
     k_tiles: int = 0
     macs: int = 0           # useful multiply-accumulates per inference
+    transposed: bool = False  # conv: geometry over the transposed image, output written un-transposed (PackInputTaps)
     # placement and program
     w_addr: int = 0         # WBUF word of column tile 0 (resident programs)
     p_addr: int = 0         # PBUF word of column tile 0, or of the layer's constants
@@ -694,14 +696,20 @@ class PackInputTaps(NetStage):
     """Pack the model input's pixels into ABUF words when its first conv has few channels, so a K tile holds several taps.
 
     An input with ``C < R`` channels fills ``C/R`` of a K tile (one tap of one pixel). When
-    the model input feeds only a standard conv (one group, ``dil_x = 1``, kernel wider than
-    one), the host writes it packed instead (``pack = p``): ``2**p`` pixels of
-    ``C' = R >> p`` bytes per word, with ``p`` the largest such that ``2**p`` divides ``R`` and
-    ``C' >= C`` (``R = 12``: 4 pixels of 3 bytes for RGB), and a K tile is
-    ``2**p`` consecutive pixels of one kernel row. The layer then has ``kh * ceil(kw / 2**p)``
-    K tiles instead of ``kh * kw``; the hardware reads the word holding a tile's first pixel
-    and the next one and rotates them (``docs/isa.md``, SETCONV ``pack``). The input takes
-    fewer ABUF words, never more.
+    the model input feeds only a standard conv (one group, kernel wider than one), the host
+    writes it packed instead (``pack = p``): ``2**p`` pixels of ``C' = R >> p`` bytes per
+    word, with ``p`` the largest such that ``2**p`` divides ``R`` and ``C' >= C`` (``R = 12``:
+    4 pixels of 3 bytes for RGB), and a K tile is ``2**p`` consecutive pixels of one kernel
+    row. The layer then has ``kh * ceil(kw / 2**p)`` K tiles instead of ``kh * kw``; the
+    hardware reads the word holding a tile's first pixel and the next one and rotates them
+    (``docs/isa.md``, SETCONV ``pack``). The input takes fewer ABUF words, never more.
+
+    A kernel taller than wide (DS-CNN's 10x4) packs better down its columns: when
+    ``kw * ceil(kh / 2**p)`` is fewer K tiles, the host writes the image transposed
+    (``TensorPlacement.layout`` ``"nchw_t"``), the layer's geometry and weights are the
+    transposed conv's, and each MATMUL covers part of one transposed output row, an
+    output column of the model, written with ``y_stride = out_w`` pixels so the output
+    lands in its usual pixel-major order (``layer.transposed``).
     """
 
     def apply(self, program, check_feeds=None):
@@ -713,17 +721,29 @@ class PackInputTaps(NetStage):
         geo, node = layer.geometry, layer.node
         w = _conv_weights(program, node)
         n, c, kh, kw = w.shape
-        if (node.attrs["group"] != 1 or geo["dil_x"] != 1 or geo["c_chunks"] != 1 or kw < 2
+        if (node.attrs["group"] != 1 or geo["c_chunks"] != 1
                 or (layer.x_pixels, c) != tuple(program.input_view)):  # not through a reshape
             return program
         pack = max((p for p in isa.input_packs(R) if R >> p >= c), default=0)
         if not pack:
             return program
         group = 1 << pack                              # pixels per word
-        per_pixel = R >> pack                          # C': bytes per pixel
-        groups = -(-kw // group)
-        if groups >= kw:
+        options = []                                   # (K tiles, transposed); ties keep the image as it is
+        if geo["dil_x"] == 1 and kw >= 2:
+            options.append((kh * -(-kw // group), False))
+        if geo["dil_y"] == 1 and kh >= 2 and self._transposable(program, c, geo):
+            options.append((kw * -(-kh // group), True))
+        options = [option for option in options if option[0] < kh * kw]
+        if not options:
             return program
+        k_tiles, transposed = min(options)
+        if transposed:
+            w, (kh, kw) = w.transpose(0, 1, 3, 2), (kw, kh)
+            geo = _transposed_geometry(geo, layer.y_pixels // geo["out_w"])
+            layer.transposed = True
+            program.input_layout = "nchw_t"
+        groups = -(-kw // group)
+        per_pixel = R >> pack                          # C': bytes per pixel
         C = program.config.cols
         slot, channel = np.divmod(np.arange(R), per_pixel)
         layer.tiles = []
@@ -737,11 +757,25 @@ class PackInputTaps(NetStage):
             layer.tiles.append(tile.reshape(-1, C))
         layer.tile_chunk = [0] * len(layer.tiles)
         layer.geometry = {**geo, "kw": groups, "pack": pack}
-        layer.k_tiles = kh * groups
+        layer.k_tiles = k_tiles
         layer.x_chunks = 1
         program.storage["input"] = -(-layer.x_pixels // group)
         program.input_pack = group
         return program
+
+    @staticmethod
+    def _transposable(program, c: int, geo: dict) -> bool:
+        """Return whether the host can write the input transposed: an image ``[1, C, H, W]`` read by this conv only."""
+        shape = tuple(program.input.shape)
+        return (len(shape) == 4 and shape[1:] == (c, geo["in_h"], geo["in_w"])
+                and program.input_layout in ("nchw", "rows"))
+
+
+def _transposed_geometry(geo: dict, out_h: int) -> dict:
+    """Return a conv's SETCONV geometry over the transposed image (``x`` and ``y`` swapped)."""
+    return {**geo, "in_h": geo["in_w"], "in_w": geo["in_h"], "out_w": out_h, "kh": geo["kw"], "kw": geo["kh"],
+            "stride_y": geo["stride_x"], "stride_x": geo["stride_y"], "dil_y": geo["dil_x"], "dil_x": geo["dil_y"],
+            "pad_t": geo["pad_l"], "pad_l": geo["pad_t"]}
 
 
 def _conv_weights(program, node) -> np.ndarray:
@@ -1060,7 +1094,12 @@ def _layer_program(program: NetProgram, layer: NetLayer, tiles=None, setconv: bo
         geo = layer.geometry
         if setconv:
             insns.append(isa.setconv(**geo, a_stride=sx))
-        groups = iter(_group_rows(layer.y_pixels, acc_tile, layer.k_tiles, cfg, batch * len(tiles)))
+        if layer.transposed:  # one transposed output row (an output column) at a time, written down the column
+            out_w = layer.y_pixels // geo["out_w"]   # the model's output width: the transposed output's height
+            row_ranges = [(ty * geo["out_w"] + m0, n) for ty in range(out_w) for m0, n in _m_ranges(geo["out_w"], acc_tile)]
+            groups = iter([row_ranges] * (batch * len(tiles)))
+        else:
+            groups = iter(_group_rows(layer.y_pixels, acc_tile, layer.k_tiles, cfg, batch * len(tiles)))
         # packed taps (PackInputTaps): addresses count pixels, 2**pack of them per ABUF word
         base = x << geo.get("pack", 0)
         for b in range(batch):
@@ -1069,10 +1108,14 @@ def _layer_program(program: NetProgram, layer: NetLayer, tiles=None, setconv: bo
                     oy0, ox0 = divmod(m0, geo["out_w"])
                     a_addr = isa.window_origin(geo, base + b * layer.x_pixels * sx + layer.tile_chunk[nt], sx,
                                                oy0, ox0)
+                    pixel, y_stride = m0, sy
+                    if layer.transposed:  # transposed (oy0, ox0) is the model's (ox0, oy0)
+                        pixel, y_stride = ox0 * out_w + oy0, out_w * sy
                     insns.append(isa.matmul(
                         conv=1, **xs, **ys, w_addr=layer.tile_w[nt], a_addr=a_addr, a_stride=sx, count=n,
                         k_tiles=layer.k_tiles, p_addr=layer.tile_p[nt], oy0=oy0, ox0=ox0,
-                        y_addr=y + (b * layer.y_pixels + m0) * sy + layer.y_chunk0 + nt, y_stride=sy, **out))
+                        y_addr=y + (b * layer.y_pixels + pixel) * sy + layer.y_chunk0 + nt, y_stride=y_stride,
+                        **out))
     if sync:
         insns.append(isa.sync())
     return insns

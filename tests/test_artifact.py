@@ -164,3 +164,17 @@ def test_artifact_from_a_model_proto_embeds_its_source():
     art = compile_model(accel.load_model(proto), preset("sim-small"))
     assert art.source_onnx == proto.SerializeToString() and art.source_sha256
     assert isinstance(Artifact.from_bytes(art.to_bytes()), Artifact)
+
+
+def test_image_layouts_store_pixel_major_and_round_trip():
+    from accel.artifact import TensorPlacement
+    image = np.random.default_rng(SEED).integers(-128, 128, (1, 3, 5, 7)).astype(np.int8)
+    print(f"seed {SEED}")
+    for layout, pixels in (("nchw", image[0].transpose(1, 2, 0)), ("nchw_t", image[0].transpose(2, 1, 0))):
+        t = TensorPlacement("x", (1, 3, 5, 7), "int8", {}, 0, 35, 3, 1, layout)
+        rows = t.to_rows(image)
+        assert np.array_equal(rows, pixels.reshape(35, 3))  # nchw_t: column after column
+        assert np.array_equal(t.from_rows(rows), image)
+        assert TensorPlacement.from_dict(t.to_dict()) == t
+    with pytest.raises(ArtifactError, match="tensor 'x': layout 'nhwc'; this accel reads rows, nchw, nchw_t"):
+        TensorPlacement.from_dict({**t.to_dict(), "layout": "nhwc"})

@@ -172,6 +172,10 @@ PACKED = [
     (4, 7, 13, 9, (2, 7), (1, 2), (1, 3, 0, 4), (1, 1)),
     (5, 6, 6, 3, (3, 3), (1, 1), (1, 1, 1, 1), (1, 1)),
     (7, 5, 9, 5, (1, 3), (1, 1), (0, 1, 0, 1), (3, 1)),
+    # kernels that pack better down their columns: the image goes transposed
+    (3, 11, 8, 5, (5, 2), (1, 2), (2, 0, 2, 1), (1, 1)),
+    (2, 9, 10, 4, (3, 3), (1, 1), (1, 1, 1, 1), (1, 2)),
+    (1, 13, 6, 3, (7, 1), (3, 1), (3, 0, 2, 0), (1, 1)),
 ]
 WIDE = dataclasses.replace(preset("ulx3s-85f"), name="ulx3s-85f-test")
 TWELVE = dataclasses.replace(preset("ulx3s-85f"), name="twelve-test", rows=12, cols=12)
@@ -189,16 +193,23 @@ def test_packed_input_taps(config, case):
                          seed=SEED + cin)
     print("seed", SEED + cin)
     artifact = _run_hand_built(model, config=config, n=3, seed=SEED)
-    pack = artifact.inputs[0].pack
-    groups = -(-kernel[1] // group)
-    packed = group > 1 and groups < kernel[1]
-    assert pack == (group if packed else 1)
-    assert artifact.layers[0]["tiles"]["k"] == kernel[0] * (groups if packed else kernel[1] * -(-cin // R))
-    assert (f"packed {pack} per ABUF word" in report_text(artifact)) == packed
+    placement = artifact.inputs[0]
+    (kh, kw), (dil_y, dil_x) = kernel, dilations
+    # K tiles packing along rows (needs dil_x = 1), or down columns of the transposed image (dil_y = 1)
+    options = [(kh * -(-kw // group), False)] if dil_x == 1 and kw > 1 else []
+    options += [(kw * -(-kh // group), True)] if dil_y == 1 and kh > 1 else []
+    options = [option for option in options if group > 1 and option[0] < kh * kw]
+    k_tiles, transposed = min(options, default=(kh * kw * -(-cin // R), False))
+    assert placement.pack == (group if options else 1)
+    assert placement.layout == ("nchw_t" if transposed else "nchw" if cin > 1 else "rows")
+    assert artifact.layers[0]["tiles"]["k"] == k_tiles
+    text = report_text(artifact)
+    assert (f"packed {placement.pack} per ABUF word" in text) == bool(options)
+    assert ("written transposed" in text) == transposed
 
 
-def test_inputs_with_dilated_columns_or_one_wide_kernels_stay_unpacked():
-    for geometry in (dict(kernel=(3, 3), dilations=(1, 2)), dict(kernel=(3, 1))):
+def test_inputs_with_dilated_rows_and_columns_or_one_by_one_kernels_stay_unpacked():
+    for geometry in (dict(kernel=(3, 3), dilations=(2, 2)), dict(kernel=(1, 1)), dict(kernel=(3, 1), dilations=(2, 1))):
         model = _qconv_model(1, 9, 9, 4, gap=True, seed=SEED, **geometry)
         assert _run_hand_built(model, config=SIM_SMALL, n=2, seed=SEED).inputs[0].pack == 1
 

@@ -204,20 +204,22 @@ def test_packed_input_taps(sim_cache_root, live_output, config):
     """The word-pair read and byte rotation of packed taps equal the emulator, cycles included.
 
     2, 4 and 8 pixels a word on the power-of-two arrays; on 12x12, 4 pixels of 3 bytes and
-    2 pixels of 6 (rotations by multiples of 3 bytes).
+    2 pixels of 6 (rotations by multiples of 3 bytes). Tall kernels run over the transposed
+    image and write their output rows ``out_w`` pixels apart.
     """
     from tests.test_conv_backend import PACKED, _ort, _qconv_model
     print("seed", SEED)
     rng = np.random.default_rng(SEED)
     with live_output():
         device = accel.open_device("rtl", config=config, cache_root=sim_cache_root)
-    packs = set()
+    packs, layouts = set(), set()
     with device:
         for cin, h, w, cout, kernel, strides, pads, dilations in PACKED:
             onnx_model = _qconv_model(cin, h, w, cout, kernel, strides=strides, pads=pads, dilations=dilations,
                                       gap=True, seed=SEED + cin)
             artifact = compile_model(accel.load_model(onnx_model.SerializeToString()), config, batch=2)
             packs.add(artifact.inputs[0].pack)
+            layouts.add(artifact.inputs[0].layout)
             x = rng.normal(0, 3, (2, 1, cin, h, w)).astype(np.float32)
             emu = accel.open_device("emu").load(artifact)
             y_rtl, y_emu = device.load(artifact).run(x), emu.run(x)
@@ -226,3 +228,4 @@ def test_packed_input_taps(sim_cache_root, live_output, config):
             assert np.array_equal(y_rtl, y_emu)
             assert device.last_cycles == emu.last_cycles == [sum(layer["cycles"] for layer in artifact.layers)]
     assert packs >= {4: {4, 2}, 8: {8, 4, 2}, 12: {4, 2}}[config.rows]
+    assert "nchw_t" in layouts  # a tall kernel: the image written transposed, the output down its columns
