@@ -39,8 +39,11 @@ models. Utilization is useful MACs over ``cycles * R * C``.
 Convolution and vector instructions, measured on the RTL (``tests/sim/test_conv_core.py``):
 
 * a conv-mode MATMUL (``conv = 1``) costs what a plain MATMUL of the same ``count`` and
-  ``k_tiles`` costs, plus ``CONV_SETUP`` cycles (its address constants) when nothing is in
-  flight before it;
+  ``k_tiles`` costs, except that its fetch takes ``CONV_SETUP`` more cycles (``PREP``, its
+  address constants, between decode and dispatch). That shows when nothing is in flight
+  before it, and when the front end is what the MATMUL waits for (short MATMULs; until
+  2026-12-08 the model charged it only in the first case, and 4 back-to-back conv
+  MATMULs of 4 rows on 8x8 took 2 cycles more on the RTL than modelled);
 * ``SETCONV`` costs ``FETCH_CYCLES``;
 * a ``VECTOR`` implies a SYNC (the drain of every MATMUL in flight), then takes
   :func:`vector_cycles`.
@@ -58,7 +61,7 @@ FETCH_CYCLES = 2   # fetch and decode one instruction
 SYNC_CYCLES = 3    # a SYNC or HALT with nothing in flight
 DRAIN_STAGES = 10  # beyond the array's skew: accumulate, requantizer pipeline (9 stages), write-back
 CONTEXTS = 2       # MATMULs in flight at once (the controller's instruction contexts)
-CONV_SETUP = 2     # a conv-mode MATMUL precomputes its address constants when nothing is in flight
+CONV_SETUP = 2     # a conv-mode MATMUL precomputes its address constants between decode and dispatch
 DRAIN_READ = 2     # deferred requantization: from the last row's skew through the array to its first ACC read
 # TODO: re-measure these when the controller's pipeline changes (probe programs in tests/test_backend.py).
 
@@ -132,8 +135,8 @@ class CycleModel:
         if opcode == Opcode.MATMUL:
             load, spacing = weight_load_cycles(cfg), cfg.requant_spacing
             if not self._flight:
-                self._dispatched = self.cycles + (CONV_SETUP if conv else 0)
-            fetched = self._dispatched + FETCH_CYCLES
+                self._dispatched = self.cycles
+            fetched = self._dispatched + FETCH_CYCLES + (CONV_SETUP if conv else 0)  # conv: PREP after the decode
             dispatch, weights, start = fetched, fetched + load, fetched + load
             if self._flight:
                 last_row, last_tile, _ = self._flight[-1]

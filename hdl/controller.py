@@ -56,8 +56,9 @@ array latency ``R + C + 1``, requantizer latency 9 with one lane per column):
 * ``SYNC`` waits for the full drain; ``NOP`` and ``SETCONV`` take 2 cycles, a
   ``HALT``-only program 3;
 * a conv-mode ``MATMUL`` streams exactly like a plain one (one row per cycle, padding rows
-  included) and costs 2 more cycles (``PREP``) when nothing streams before it; after
-  another ``MATMUL`` the preparation overlaps, and it adds ``k_tiles * max(count, R + 1)``
+  included); its fetch takes 2 more cycles (``PREP``), which show when nothing streams
+  before it or when the front end is what it waits for (short instructions); after a
+  long enough ``MATMUL`` the preparation overlaps, and it adds ``k_tiles * max(count, R + 1)``
   as above. A 3x3 conv over 32x32x16 to 16 channels on 4x4 takes 147,488 cycles for
   147,456 ideal (99.98%);
 * a ``VECTOR`` costs its drain wait plus the vector unit's time (``hdl/vector.py``).
