@@ -64,6 +64,10 @@ class HardwareConfig:
     ``qadd_lanes`` is the number of QLinearAdd lanes of ``VECTOR ADD`` (``None``: one per
     byte of an ABUF word, ``rows``). With fewer, a word takes ``qadd_spacing = rows /
     qadd_lanes`` passes through the lanes, one per cycle.
+
+    ``pe_dsp_blocks`` caps the DSP blocks a board build gives the PEs (``None``: all the chip
+    has left after the requantizer); the other PEs multiply in LUTs. Results and cycles do
+    not depend on it, so like ``clock_hz`` it is not part of :meth:`config_id`.
     """
 
     name: str
@@ -80,6 +84,7 @@ class HardwareConfig:
     board: str | None = None
     requant_lanes: int | None = None
     qadd_lanes: int | None = None
+    pe_dsp_blocks: int | None = None
 
     def __post_init__(self):
         for field in ("rows", "cols"):
@@ -102,6 +107,9 @@ class HardwareConfig:
                 or self.requant_lanes < 1 or self.cols % self.requant_lanes):
             raise ValueError(f"requant_lanes must be a positive divisor of cols ({self.cols}), "
                              f"not {self.requant_lanes!r}")
+        if self.pe_dsp_blocks is not None and (not isinstance(self.pe_dsp_blocks, int)
+                                               or isinstance(self.pe_dsp_blocks, bool) or self.pe_dsp_blocks < 0):
+            raise ValueError(f"pe_dsp_blocks must be a non-negative integer or None, not {self.pe_dsp_blocks!r}")
         if self.qadd_lanes is None:
             object.__setattr__(self, "qadd_lanes", self.rows)
         if (not isinstance(self.qadd_lanes, int) or isinstance(self.qadd_lanes, bool)
@@ -179,6 +187,7 @@ class HardwareConfig:
         identity = self.to_dict()
         identity.pop("name")
         identity.pop("clock_hz")  # the clock changes timing, not results
+        identity.pop("pe_dsp_blocks")  # the DSP mapping changes area and timing, not results
         identity["hw_revision"] = HW_REVISION
         digest = hashlib.sha256(json.dumps(identity, sort_keys=True).encode()).digest()
         return int.from_bytes(digest[:8], "little")

@@ -65,11 +65,14 @@ class AcceleratorCore(wiring.Component):
         m.submodules.hostif = host = HostInterface(c)
         m.submodules.controller = ctrl = Controller(c)
         # The chip's DSP blocks go to the requantizer's partial products first (few, and slow
-        # as LUT multipliers), then to the PEs; PEs beyond the budget multiply in LUTs.
+        # as LUT multipliers), then to the PEs, at most `config.pe_dsp_blocks` of them; PEs
+        # beyond the budget multiply in LUTs.
         budget = dsp_blocks(platform)
         rq_blocks = None if budget is None else min(budget, Requantizer.dsp_blocks_for(c, dsp_family(platform)))
-        m.submodules.array = array = SystolicArray(
-            c, tag_width=TAG_WIDTH, dsp_blocks=None if budget is None else budget - rq_blocks)
+        pe_blocks = None if budget is None else budget - rq_blocks
+        if pe_blocks is not None and c.pe_dsp_blocks is not None:
+            pe_blocks = min(pe_blocks, c.pe_dsp_blocks)
+        m.submodules.array = array = SystolicArray(c, tag_width=TAG_WIDTH, dsp_blocks=pe_blocks)
         m.submodules.requant = rq = Requantizer(c, tag_width=TAG_WIDTH, dsp_blocks=rq_blocks)
 
         wiring.connect(m, wiring.flipped(self.i), host.i)

@@ -123,6 +123,18 @@ def test_dsp_budget_splits_between_requantizer_and_array():
     assert Requantizer.dsp_blocks_for(preset("icebreaker"), "ice40") == 0  # LUT multipliers on iCE40
 
 
+@pytest.mark.parametrize("pe_blocks", [0, 40, 1000])
+def test_pe_dsp_blocks_caps_the_array_and_leaves_the_requantizer_its_blocks(pe_blocks):
+    import dataclasses
+    config = dataclasses.replace(preset("ulx3s-85f"), rows=8, cols=8, pe_dsp_blocks=pe_blocks)
+    found = primitives(AcceleratorCore(config), ULX3S_85F_Platform())
+    rq = Requantizer.dsp_blocks_for(config, "ecp5")
+    assert found.count("MULT18X18D") == rq + min(pe_blocks, 64)  # 64 PEs
+    assert config.config_id() == dataclasses.replace(config, pe_dsp_blocks=None).config_id()
+    with pytest.raises(ValueError, match="pe_dsp_blocks must be a non-negative integer or None, not -1"):
+        dataclasses.replace(config, pe_dsp_blocks=-1)
+
+
 def test_bank_beyond_its_blocks_uses_luts():
     assert len(primitives(ProductBank(5, signed(9), signed(8), family="ice40", max_blocks=1))) == 1
     bank = ProductBank(3, signed(9), signed(9), family="ecp5", max_blocks=2)
