@@ -229,6 +229,15 @@ PRESETS: dict[str, HardwareConfig] = {
         imem=BufferSpec(512, "ebr"), abuf=BufferSpec(16384, "ebr"), wbuf=BufferSpec(4096, "ebr"),
         accbuf=BufferSpec(512, "ebr"), pbuf=BufferSpec(1024, "ebr"),
         clock_hz=125_000_000, board="ulx3s-85f", qadd_lanes=4, requant_lanes=4),
+    # ECP5-85F, the configuration that places and routes today: an 8x8 array with its PEs in
+    # LUTs (pe_dsp_blocks=0: with PEs on MULT18X18D no ulx3s variant, 8x8 included, routed;
+    # docs/architecture.md, "ECP5 timing"), the four requantizer lanes' 16 blocks on DSPs,
+    # the ulx3s-85f buffers at 8 columns (ABUF 16K x 64 bits: every model fits), 30 MHz.
+    "ulx3s-85f-8x8": HardwareConfig(
+        name="ulx3s-85f-8x8", rows=8, cols=8,
+        imem=BufferSpec(512, "ebr"), abuf=BufferSpec(16384, "ebr"), wbuf=BufferSpec(4096, "ebr"),
+        accbuf=BufferSpec(512, "ebr"), pbuf=BufferSpec(1024, "ebr"),
+        clock_hz=30_000_000, board="ulx3s-85f", qadd_lanes=4, requant_lanes=4, pe_dsp_blocks=0),
 }
 
 

@@ -104,6 +104,7 @@ def test_presets_use_the_chips_dsp_blocks(name, platform, primitive, count):
 @pytest.mark.parametrize("name,platform,expected", [
     ("icebreaker", ICEBreakerPlatform, {"SB_MAC16": 8, "SB_SPRAM256KA": 2}),  # WBUF: 16K x 32 bits
     ("ulx3s-85f", ULX3S_85F_Platform, {"MULT18X18D": 156}),  # every block of the LFE5U-85F
+    ("ulx3s-85f-8x8", ULX3S_85F_Platform, {"MULT18X18D": 16}),  # the requantizer's; LUT PEs
     ("sim-small", None, {}),
 ])
 def test_core_primitives_per_preset(name, platform, expected):
