@@ -11,7 +11,7 @@ bytes at the board's UART rate, and the compute cycles the STREAM pauses add (ag
 same model compiled with buffers big enough to hold everything). Models whose activations
 do not fit are listed with the buffer that overflows.
 
-Run: ``python bench/models.py [--rtl] [--presets icebreaker ulx3s-85f sim-small]``.
+Run: ``python bench/models.py [--rtl] [--presets icebreaker ulx3s-85f ulx3s-85f-8x8 sim-small]``.
 Writes bench/results/models.{json,md}.
 """
 
@@ -34,7 +34,7 @@ from benchlib import write_results  # noqa: E402
 
 MODELS = ["digits_cnn", "resnet8", "ds_cnn", "mobilenet_v1_025", "fc_autoencoder"]
 #: The host link's line rate per board (the FT2232H's and the FT231X's fastest UART rates).
-LINK_BAUD = {"icebreaker": 12_000_000, "ulx3s-85f": 3_000_000}
+LINK_BAUD = {"icebreaker": 12_000_000, "ulx3s-85f": 3_000_000, "ulx3s-85f-8x8": 3_000_000}
 KINDS = ["conv", "depthwise", "pointwise", "fc"]
 
 
@@ -47,7 +47,7 @@ def inputs(name):
 def main():
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--rtl", action="store_true", help="also run every model on the Verilator RTL")
-    parser.add_argument("--presets", nargs="+", default=["icebreaker", "ulx3s-85f", "sim-small"])
+    parser.add_argument("--presets", nargs="+", default=["icebreaker", "ulx3s-85f", "ulx3s-85f-8x8", "sim-small"])
     args = parser.parse_args()
     rows = []
     for preset_name in args.presets:
