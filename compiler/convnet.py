@@ -1008,14 +1008,15 @@ def _group_rows(total: int, tile: int, k_tiles: int, config: HardwareConfig, gro
 
     The candidates, whichever the cycle model says is fastest for the whole layer:
 
-    * full tiles of ``tile`` rows and the rest (:func:`_m_ranges`), or the fewest (and one
-      more) MATMULs of even size (:func:`_even_ranges`). With deferred requantization a
-      MATMUL drains while the next one streams, and the one after waits for that drain:
-      a full tile followed by a short rest leaves the array idle while the full tile
-      drains, two halves do not;
-    * each of these with only the layer's last group ending in shrinking MATMULs
-      (:func:`_matmul_rows`), or every group doing so: a group's last full MATMUL drains
-      while the next group's first one streams, and that one may be too short to hide it.
+    * full tiles of ``tile`` rows and the rest (:func:`_m_ranges`), or MATMULs of even size
+      (:func:`_even_ranges`), from the fewest that fit ``tile`` to three more. With deferred
+      requantization a MATMUL drains while the next one streams, and the one after waits
+      for that drain: a full tile followed by a short rest leaves the array idle while the
+      full tile drains, two halves do not;
+    * each of these in every group, or with the layer's last group ending in shrinking
+      MATMULs (:func:`_matmul_rows`) instead; or the shrinking MATMULs in every group: a
+      group's last full MATMUL drains while the next group's first one streams, and that
+      one may be too short to hide it.
     """
     fewest = -(-total // tile)
     bases = [_m_ranges(total, tile)]
@@ -1027,6 +1028,7 @@ def _group_rows(total: int, tile: int, k_tiles: int, config: HardwareConfig, gro
     plans = [[bases[0]] * (groups - 1) + [tapered], [tapered] * groups]  # ties keep the first
     for base in bases[1:]:
         plans += [[base] * (groups - 1) + [tapered], [base] * groups]
+    # full tiles in every group is the first plan when shrinking does not pay (_matmul_rows returns them)
     return min(plans, key=lambda plan: _modelled_cycles(config, plan, k_tiles))
 
 
