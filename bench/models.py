@@ -59,7 +59,7 @@ def main():
                 artifact = compile_model(model, config)
             except accel.DoesNotFitError as exc:
                 worst = max(exc.needs.items(), key=lambda kv: kv[1][0] / max(kv[1][1], 1))
-                rows.append([preset_name, name, "-", "-", "-", "-", *["-"] * len(KINDS), "-", "-", "-", "-",
+                rows.append([preset_name, name, "-", "-", "-", "-", *["-"] * (len(KINDS) + 1), "-", "-", "-", "-",
                              f"does not fit: {worst[0]} {worst[1][0]:,} > {worst[1][1]:,} bytes"])
                 continue
             x = inputs(name)
@@ -77,12 +77,14 @@ def main():
                 print(f"  rtl {name} on {preset_name}: {time.perf_counter() - t0:.1f} s", flush=True)
             macs = sum(layer["macs"] for layer in artifact.layers)
             peak = config.rows * config.cols
-            per_kind = []
+            per_kind, depthwise_cycles = [], 0
             for kind in KINDS:
                 layers = [layer for layer in artifact.layers if layer.get("kind", "fc") == kind]
                 kind_macs = sum(layer["macs"] for layer in layers)
                 kind_cycles = sum(layer["cycles"] for layer in layers)
                 per_kind.append(f"{kind_macs / (kind_cycles * peak):.1%}" if kind_cycles else "-")
+                depthwise_cycles += kind_cycles if kind == "depthwise" else 0
+            per_kind.append(f"{depthwise_cycles / modelled:.0%}" if depthwise_cycles else "-")
             streaming = ["-", "-", "-"]
             if artifact.streamed:
                 ample = dataclasses.replace(config, name=f"{preset_name}-ample", imem=BufferSpec(8192),
@@ -98,7 +100,8 @@ def main():
                          *streaming, "yes" if exact else "NO"])
             print(" | ".join(rows[-1]), flush=True)
     write_results("models", ["preset", "model", "MACs", "cycles (model)", "cycles (RTL)", "utilization",
-                             *[f"util {k}" for k in KINDS], "latency (compute)", "streamed: segments, bytes/run",
+                             *[f"util {k}" for k in KINDS], "depthwise share of cycles", "latency (compute)",
+                             "streamed: segments, bytes/run",
                              "stream line time/run", "stream cycles vs resident", "= ORT"], rows,
                   notes="Per-channel QOperator models, batch 1. cycles (model): the compiler's cycle model, which the "
                         "emulator counts; cycles (RTL): the hardware's STATUS cycle counter (with --rtl). "
