@@ -364,3 +364,20 @@ def test_resnet8_3x3_convs_fill_the_ulx3s_array():
     utilization = sum(layer["macs"] for layer in convs) / (sum(layer["cycles"] for layer in convs) * ulx.macs_per_cycle)
     print(f"ResNet-8 3x3 convs on ulx3s-85f: {utilization:.1%}")
     assert utilization >= 0.80
+
+
+@pytest.mark.parametrize("name", ["digits_cnn", "resnet8", "ds_cnn", "mobilenet_v1_025", "fc_autoencoder"])
+def test_every_model_fits_the_ulx3s_8x8_preset_activations_on_chip(name):
+    """The preset that builds keeps every model's activations in ABUF (weights may stream) and runs it exactly."""
+    config = preset("ulx3s-85f-8x8")
+    path = zoo.build(name, "qop_channel")
+    artifact = compile_model(load_model(path), config)  # DoesNotFitError if the activations did not fit
+    assert config.rows == 8 and config.pe_dsp_blocks == 0
+    if name in ("digits_cnn", "ds_cnn"):  # the quick ones: emulator = onnxruntime
+        seed = SEED
+        print("seed", seed)
+        session = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+        shape = [d if isinstance(d, int) else 1 for d in session.get_inputs()[0].shape]
+        x = np.random.default_rng(seed).normal(0, 1, shape).astype(np.float32)
+        expected = session.run(None, {session.get_inputs()[0].name: x})[0]
+        assert np.array_equal(accel.open_device("emu").load(artifact).run(x), expected)
