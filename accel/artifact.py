@@ -45,6 +45,8 @@ __all__ = ["MAGIC", "FORMAT_VERSION", "ArtifactError", "TensorPlacement", "Strea
 
 MAGIC = b"ACCELART"
 FORMAT_VERSION = 3  # 3: TensorPlacement layout "nchw_t"
+#: Versions this accel reads: 2 differs from 3 only in lacking the "nchw_t" layout.
+READABLE_VERSIONS = (2, 3)
 
 #: Axis order of the stored [rows, features] matrix for each image layout (``TensorPlacement.layout``).
 _PIXEL_ORDER = {"nchw": (0, 2, 3, 1), "nchw_t": (0, 3, 2, 1)}
@@ -110,17 +112,18 @@ class TensorPlacement:
     layout: str = "rows"
     pack: int = 1
 
+    def __post_init__(self):
+        if self.layout not in LAYOUTS:
+            raise ArtifactError(f"tensor {self.name!r}: layout {self.layout!r}; this accel reads {', '.join(LAYOUTS)}")
+
     def to_dict(self) -> dict:
         return dict(name=self.name, shape=list(self.shape), dtype=self.dtype, quant=self.quant, addr=self.addr,
                     rows=self.rows, features=self.features, stride=self.stride, layout=self.layout, pack=self.pack)
 
     @classmethod
     def from_dict(cls, d: dict) -> "TensorPlacement":
-        layout = d.get("layout", "rows")
-        if layout not in LAYOUTS:
-            raise ArtifactError(f"tensor {d['name']!r}: layout {layout!r}; this accel reads {', '.join(LAYOUTS)}")
         return cls(d["name"], tuple(d["shape"]), d["dtype"], d["quant"], d["addr"], d["rows"], d["features"],
-                   d["stride"], layout, d.get("pack", 1))
+                   d["stride"], d.get("layout", "rows"), d.get("pack", 1))
 
     def to_rows(self, values: np.ndarray) -> np.ndarray:
         """Return one inference of this tensor as the [rows, features] matrix the device stores."""
@@ -235,8 +238,9 @@ class Artifact:
         if data[:8] != MAGIC:
             raise ArtifactError(f"{label}: not an accel artifact (bytes 0-7 are {data[:8]!r}, expected {MAGIC!r})")
         version, head_len = struct.unpack_from("<II", data, 8)
-        if version != FORMAT_VERSION:
-            raise ArtifactError(f"{label}: format version {version} at byte 8; this accel reads version {FORMAT_VERSION}")
+        if version not in READABLE_VERSIONS:
+            raise ArtifactError(f"{label}: format version {version} at byte 8; this accel reads versions "
+                                f"{', '.join(map(str, READABLE_VERSIONS))}")
         if 16 + head_len > len(data):
             raise ArtifactError(f"{label}: truncated at byte {len(data)}: the header needs bytes 16-{16 + head_len}")
         try:

@@ -339,7 +339,9 @@ class LowerToNetLayers(NetStage):
         shape = program.graph.tensors[node.outputs[0]].shape
         if src.flat or len(shape) != 2 or shape[0] != 1:
             if not src.flat and len(shape) == 4 and shape[2] * shape[3] == src.pixels and shape[1] == src.channels:
-                return src
+                # each channel's plane keeps its row-major order, so the pixel-major words stay; the image's
+                # height and width are the new ones
+                return Activation(src.storage, src.pixels, src.channels, src.dtype, shape[2], shape[3], src.quant)
             raise CompileError(f"{_where(program, node)} reshapes to {list(shape)}; the accelerator keeps "
                                f"activations pixel-major and runs Flatten to [1, features] before a Gemm only")
         if src.pixels == 1:
@@ -736,7 +738,8 @@ class PackInputTaps(NetStage):
         options = [option for option in options if option[0] < kh * kw]
         if not options:
             return program
-        k_tiles, transposed = min(options)
+        tiles = chunks(n, program.config.cols)
+        k_tiles, transposed = min(options, key=lambda option: self._cost(program, layer, geo, tiles, *option))
         if transposed:
             w, (kh, kw) = w.transpose(0, 1, 3, 2), (kw, kh)
             geo = _transposed_geometry(geo, layer.y_pixels // geo["out_w"])
@@ -769,6 +772,31 @@ class PackInputTaps(NetStage):
         shape = tuple(program.input.shape)
         return (len(shape) == 4 and shape[1:] == (c, geo["in_h"], geo["in_w"])
                 and program.input_layout in ("nchw", "rows"))
+
+    @staticmethod
+    def _cost(program, layer, geo: dict, tiles: int, k_tiles: int, transposed: bool) -> tuple[float, int]:
+        """Return (modelled cycles, MATMULs) of one inference of the layer's ``tiles`` column tiles packed this way.
+
+        Transposed, a MATMUL covers at most one column of the model's output, so a short,
+        wide output makes many short MATMULs: the cycle model decides. Transposing is
+        refused (an infinite cost) when its geometry does not fit the SETCONV fields, its
+        output stride the ``y_stride`` field, or its extra MATMULs an eighth of IMEM.
+        """
+        cfg = program.config
+        acc_tile = min(cfg.acc_rows, _COUNT_MAX)
+        if not transposed:
+            plan = _group_rows(layer.y_pixels, acc_tile, k_tiles, cfg, tiles, conv=True)
+            return _modelled_cycles(cfg, plan, k_tiles, conv=True), sum(map(len, plan))
+        out_h, out_w = layer.y_pixels // geo["out_w"], geo["out_w"]
+        fields = {**_transposed_geometry(geo, out_h), "c_chunks": 1}
+        if (any(not 0 <= fields[key] < 1 << bits for key, bits in _GEOMETRY_BITS.items())
+                or out_w * layer.y_chunks >= 1 << 16):
+            return float("inf"), 0
+        plan = [[(tx * out_h + m0, n) for tx in range(out_w) for m0, n in _m_ranges(out_h, acc_tile)]] * tiles
+        normal = [_m_ranges(layer.y_pixels, acc_tile)] * tiles
+        if (sum(map(len, plan)) - sum(map(len, normal))) * program.batch > cfg.imem.depth // 8:
+            return float("inf"), 0
+        return _modelled_cycles(cfg, plan, k_tiles, conv=True), sum(map(len, plan))
 
 
 def _transposed_geometry(geo: dict, out_h: int) -> dict:
@@ -962,7 +990,8 @@ def _m_ranges(total: int, tile: int) -> list[tuple[int, int]]:
     return [(m0, min(tile, total - m0)) for m0 in range(0, total, tile)]
 
 
-def _matmul_rows(total: int, tile: int, k_tiles: int, config: HardwareConfig, tapered: bool) -> list[tuple[int, int]]:
+def _matmul_rows(total: int, tile: int, k_tiles: int, config: HardwareConfig, tapered: bool,
+                 conv: bool = False) -> list[tuple[int, int]]:
     """Split ``total`` output rows into MATMULs of at most ``tile`` rows; ``tapered``: end in shrinking ones.
 
     Before a SYNC or STREAM the last MATMUL's drain is exposed, and with deferred
@@ -993,7 +1022,7 @@ def _matmul_rows(total: int, tile: int, k_tiles: int, config: HardwareConfig, ta
 
     smallest = max(weight_load_cycles(config), -(-drain // (k_tiles - spacing)) + 1)  # grows from here on
     candidates = [split(last) for last in sorted({smallest, 2 * smallest, 4 * smallest}) if last < tile]
-    return min([plain, *candidates], key=lambda ranges: _modelled_cycles(config, [ranges], k_tiles))
+    return min([plain, *candidates], key=lambda ranges: _modelled_cycles(config, [ranges], k_tiles, conv))
 
 
 def _even_ranges(total: int, parts: int) -> list[tuple[int, int]]:
@@ -1003,7 +1032,8 @@ def _even_ranges(total: int, parts: int) -> list[tuple[int, int]]:
     return [(int(m0), n) for m0, n in zip(np.cumsum([0, *counts[:-1]]), counts)]
 
 
-def _group_rows(total: int, tile: int, k_tiles: int, config: HardwareConfig, groups: int) -> list[list[tuple[int, int]]]:
+def _group_rows(total: int, tile: int, k_tiles: int, config: HardwareConfig, groups: int,
+                conv: bool = False) -> list[list[tuple[int, int]]]:
     """Return the MATMUL row ranges of ``groups`` column groups of ``total`` rows each, in order.
 
     The candidates, whichever the cycle model says is fastest for the whole layer:
@@ -1024,20 +1054,21 @@ def _group_rows(total: int, tile: int, k_tiles: int, config: HardwareConfig, gro
         even = _even_ranges(total, parts)
         if parts <= total and even not in bases:
             bases.append(even)
-    tapered = _matmul_rows(total, tile, k_tiles, config, True)
+    tapered = _matmul_rows(total, tile, k_tiles, config, True, conv)
     plans = [[bases[0]] * (groups - 1) + [tapered], [tapered] * groups]  # ties keep the first
     for base in bases[1:]:
         plans += [[base] * (groups - 1) + [tapered], [base] * groups]
     # full tiles in every group is the first plan when shrinking does not pay (_matmul_rows returns them)
-    return min(plans, key=lambda plan: _modelled_cycles(config, plan, k_tiles))
+    return min(plans, key=lambda plan: _modelled_cycles(config, plan, k_tiles, conv))
 
 
-def _modelled_cycles(config: HardwareConfig, groups: list[list[tuple[int, int]]], k_tiles: int) -> int:
-    """Return the modelled cycles of the MATMULs of ``groups`` (row ranges), then a SYNC."""
+def _modelled_cycles(config: HardwareConfig, groups: list[list[tuple[int, int]]], k_tiles: int,
+                     conv: bool = False) -> int:
+    """Return the modelled cycles of the MATMULs (conv-mode ones with ``conv``) of ``groups`` (row ranges), then a SYNC."""
     model = CycleModel(config)
     for ranges in groups:
         for _, n in ranges:
-            model.step(isa.Opcode.MATMUL, n, k_tiles)
+            model.step(isa.Opcode.MATMUL, n, k_tiles, conv=conv)
     model.step(isa.Opcode.SYNC)
     return model.cycles
 
@@ -1101,7 +1132,7 @@ def _layer_program(program: NetProgram, layer: NetLayer, tiles=None, setconv: bo
             row_ranges = [(ty * geo["out_w"] + m0, n) for ty in range(out_w) for m0, n in _m_ranges(geo["out_w"], acc_tile)]
             groups = iter([row_ranges] * (batch * len(tiles)))
         else:
-            groups = iter(_group_rows(layer.y_pixels, acc_tile, layer.k_tiles, cfg, batch * len(tiles)))
+            groups = iter(_group_rows(layer.y_pixels, acc_tile, layer.k_tiles, cfg, batch * len(tiles), conv=True))
         # packed taps (PackInputTaps): addresses count pixels, 2**pack of them per ABUF word
         base = x << geo.get("pack", 0)
         for b in range(batch):

@@ -70,8 +70,8 @@ class AcceleratorCore(wiring.Component):
         budget = dsp_blocks(platform)
         rq_blocks = None if budget is None else min(budget, Requantizer.dsp_blocks_for(c, dsp_family(platform)))
         pe_blocks = None if budget is None else budget - rq_blocks
-        if pe_blocks is not None and c.pe_dsp_blocks is not None:
-            pe_blocks = min(pe_blocks, c.pe_dsp_blocks)
+        if c.pe_dsp_blocks is not None:  # also on a device whose block count is unknown
+            pe_blocks = c.pe_dsp_blocks if pe_blocks is None else min(pe_blocks, c.pe_dsp_blocks)
         m.submodules.array = array = SystolicArray(c, tag_width=TAG_WIDTH, dsp_blocks=pe_blocks)
         m.submodules.requant = rq = Requantizer(c, tag_width=TAG_WIDTH, dsp_blocks=rq_blocks)
 

@@ -178,3 +178,17 @@ def test_image_layouts_store_pixel_major_and_round_trip():
         assert TensorPlacement.from_dict(t.to_dict()) == t
     with pytest.raises(ArtifactError, match="tensor 'x': layout 'nhwc'; this accel reads rows, nchw, nchw_t"):
         TensorPlacement.from_dict({**t.to_dict(), "layout": "nhwc"})
+
+
+def test_format_version_2_still_loads_and_others_are_refused(artifact, tmp_path):
+    path = tmp_path / "mlp.accel"
+    artifact.save(path)
+    data = bytearray(path.read_bytes())
+    for version, loads in ((2, True), (3, True), (1, False), (4, False)):
+        struct.pack_into("<I", data, 8, version)
+        path.write_bytes(bytes(data))
+        if loads:
+            assert load_artifact(path).imem == artifact.imem
+        else:
+            with pytest.raises(ArtifactError, match=rf"format version {version} at byte 8; this accel reads versions 2, 3"):
+                load_artifact(path)

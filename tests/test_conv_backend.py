@@ -86,7 +86,7 @@ def test_mobilenet_activations_must_fit_abuf():
 # -- hand-built QLinearConv models --------------------------------------------------------------
 
 def _qconv_model(cin, h, w, cout, kernel, strides=(1, 1), pads=(0, 0, 0, 0), dilations=(1, 1), group=1,
-                 seed=0, pool=None, add=False, gap=False):
+                 seed=0, pool=None, add=False, gap=False, reshape=None):
     rng = np.random.default_rng(seed)
     kh, kw = kernel
     weight = rng.integers(-127, 128, (cout, cin // group, kh, kw)).astype(np.int8)
@@ -95,9 +95,13 @@ def _qconv_model(cin, h, w, cout, kernel, strides=(1, 1), pads=(0, 0, 0, 0), dil
         ("xs", np.array(0.05, np.float32)), ("xz", np.array(3, np.int8)), ("ws", np.array(0.01, np.float32)),
         ("wz", np.array(0, np.int8)), ("ys", np.array(0.2, np.float32)), ("yz", np.array(-5, np.int8)),
         ("w", weight), ("b", bias), ("zs", np.array(0.15, np.float32)), ("zz", np.array(2, np.int8))]]
-    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"]),
-             helper.make_node("QLinearConv", ["xq", "xs", "xz", "w", "ws", "wz", "ys", "yz", "b"], ["yq"],
-                              strides=list(strides), pads=list(pads), dilations=list(dilations), group=group)]
+    nodes = [helper.make_node("QuantizeLinear", ["x", "xs", "xz"], ["xq"])]
+    if reshape:  # the conv reads the quantized input reshaped to this [1, C, H', W']
+        inits.append(numpy_helper.from_array(np.array(reshape, np.int64), "shape"))
+        nodes.append(helper.make_node("Reshape", ["xq", "shape"], ["xr"]))
+    nodes.append(helper.make_node("QLinearConv", ["xr" if reshape else "xq", "xs", "xz", "w", "ws", "wz", "ys", "yz",
+                                                  "b"], ["yq"], strides=list(strides), pads=list(pads),
+                                  dilations=list(dilations), group=group))
     out = "yq"
     if pool:
         nodes.append(helper.make_node("MaxPool", [out], ["pq"], **pool))
@@ -199,10 +203,11 @@ def test_packed_input_taps(config, case):
     options = [(kh * -(-kw // group), False)] if dil_x == 1 and kw > 1 else []
     options += [(kw * -(-kh // group), True)] if dil_y == 1 and kh > 1 else []
     options = [option for option in options if group > 1 and option[0] < kh * kw]
-    k_tiles, transposed = min(options, default=(kh * kw * -(-cin // R), False))
+    # which of the valid options is the compiler's (cycle model) choice; unpacked without one
+    k_tiles, transposed = artifact.layers[0]["tiles"]["k"], placement.layout == "nchw_t"
+    assert (k_tiles, transposed) in options if options else (k_tiles, transposed) == (kh * kw * -(-cin // R), False)
     assert placement.pack == (group if options else 1)
     assert placement.layout == ("nchw_t" if transposed else "nchw" if cin > 1 else "rows")
-    assert artifact.layers[0]["tiles"]["k"] == k_tiles
     text = report_text(artifact)
     assert (f"packed {placement.pack} per ABUF word" in text) == bool(options)
     assert ("written transposed" in text) == transposed
@@ -212,6 +217,28 @@ def test_inputs_with_dilated_rows_and_columns_or_one_by_one_kernels_stay_unpacke
     for geometry in (dict(kernel=(3, 3), dilations=(2, 2)), dict(kernel=(1, 1)), dict(kernel=(3, 1), dilations=(2, 1))):
         model = _qconv_model(1, 9, 9, 4, gap=True, seed=SEED, **geometry)
         assert _run_hand_built(model, config=SIM_SMALL, n=2, seed=SEED).inputs[0].pack == 1
+
+
+@pytest.mark.parametrize("kernel", [(3, 1), (1, 3), (3, 3)])
+@pytest.mark.parametrize("cin", [1, 2])
+def test_conv_after_a_reshape_that_changes_height_and_width(cin, kernel):
+    """[1, C, 6, 8] -> [1, C, 8, 6]: the words stay pixel-major, the conv sees the new height and width."""
+    model = _qconv_model(cin, 6, 8, 3, kernel, pads=(1, 1, 1, 1), gap=True, seed=SEED + cin, reshape=[1, cin, 8, 6])
+    print("seed", SEED + cin)
+    for config in (SIM_SMALL, WIDE):
+        artifact = _run_hand_built(model, config=config, n=2, seed=SEED)
+        assert artifact.inputs[0].layout != "nchw_t"  # the input is not the conv's image
+
+
+def test_a_short_wide_output_is_not_transposed():
+    """A 4x2 kernel over 1x4x600 packs to fewer K tiles transposed, but each MATMUL would be one 1-row output column."""
+    config = preset("ulx3s-85f-8x8")
+    artifact = _run_hand_built(_qconv_model(1, 4, 600, 8, (4, 2), gap=True, seed=SEED), config=config, n=1, seed=SEED)
+    assert artifact.inputs[0].layout == "rows" and artifact.inputs[0].pack == 8
+    assert artifact.layers[0]["tiles"]["k"] == 4  # kh * ceil(kw / 8), by kernel rows
+    # DS-CNN's tall output (25 x 5) is transposed on 16 rows: 4 K tiles instead of 10
+    ds_cnn = compile_model(load_model(zoo.build("ds_cnn", "qop_channel")), preset("ulx3s-85f"))
+    assert ds_cnn.inputs[0].layout == "nchw_t" and ds_cnn.layers[0]["tiles"]["k"] == 4
 
 
 def test_single_channel_feature_map_output():
