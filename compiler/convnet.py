@@ -706,8 +706,9 @@ class PackInputTaps(NetStage):
     hardware reads the word holding a tile's first pixel and the next one and rotates them
     (``docs/isa.md``, SETCONV ``pack``). The input takes fewer ABUF words, never more.
 
-    A kernel taller than wide (DS-CNN's 10x4) packs better down its columns: when
-    ``kw * ceil(kh / 2**p)`` is fewer K tiles, the host writes the image transposed
+    A kernel taller than wide (DS-CNN's 10x4) packs better down its columns
+    (``kw * ceil(kh / 2**p)`` K tiles): when the cycle model says the layer is faster that
+    way (:meth:`_cost`; a short, wide output is not), the host writes the image transposed
     (``TensorPlacement.layout`` ``"nchw_t"``), the layer's geometry and weights are the
     transposed conv's, and each MATMUL covers part of one transposed output row, an
     output column of the model, written with ``y_stride = out_w`` pixels so the output
