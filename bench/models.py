@@ -77,13 +77,13 @@ def main():
                 print(f"  rtl {name} on {preset_name}: {time.perf_counter() - t0:.1f} s", flush=True)
             macs = sum(layer["macs"] for layer in artifact.layers)
             peak = config.rows * config.cols
-            per_kind, depthwise_cycles = [], 0
+            per_kind = []
             for kind in KINDS:
                 layers = [layer for layer in artifact.layers if layer.get("kind", "fc") == kind]
                 kind_macs = sum(layer["macs"] for layer in layers)
                 kind_cycles = sum(layer["cycles"] for layer in layers)
                 per_kind.append(f"{kind_macs / (kind_cycles * peak):.1%}" if kind_cycles else "-")
-                depthwise_cycles += kind_cycles if kind == "depthwise" else 0
+            depthwise_cycles = sum(layer["cycles"] for layer in artifact.layers if layer.get("kind") == "depthwise")
             per_kind.append(f"{depthwise_cycles / modelled:.0%}" if depthwise_cycles else "-")
             streaming = ["-", "-", "-"]
             if artifact.streamed:

@@ -789,15 +789,26 @@ class PackInputTaps(NetStage):
             plan = _group_rows(layer.y_pixels, acc_tile, k_tiles, cfg, tiles, conv=True)
             return _modelled_cycles(cfg, plan, k_tiles, conv=True), sum(map(len, plan))
         out_h, out_w = layer.y_pixels // geo["out_w"], geo["out_w"]
-        fields = {**_transposed_geometry(geo, out_h), "c_chunks": 1}
-        if (any(not 0 <= fields[key] < 1 << bits for key, bits in _GEOMETRY_BITS.items())
-                or out_w * layer.y_chunks >= 1 << 16):
+        if out_w * layer.y_chunks >= 1 << 16:
             return float("inf"), 0
-        plan = [[(tx * out_h + m0, n) for tx in range(out_w) for m0, n in _m_ranges(out_h, acc_tile)]] * tiles
+        try:
+            LowerToNetLayers._check_geometry(program, layer.node, _transposed_geometry(geo, out_h))
+        except CompileError:
+            return float("inf"), 0
+        plan = [_column_ranges(out_h, out_w, acc_tile)] * tiles
         normal = [_m_ranges(layer.y_pixels, acc_tile)] * tiles
         if (sum(map(len, plan)) - sum(map(len, normal))) * program.batch > cfg.imem.depth // 8:
             return float("inf"), 0
         return _modelled_cycles(cfg, plan, k_tiles, conv=True), sum(map(len, plan))
+
+
+def _column_ranges(out_h: int, out_w: int, tile: int) -> list[tuple[int, int]]:
+    """Return the MATMUL row ranges of a transposed conv: each covers part of one output column, at most ``tile`` rows.
+
+    Row ``m`` counts pixels of the transposed output (``out_w`` rows of ``out_h``), so the
+    model's output column ``x`` is rows ``x * out_h`` to ``x * out_h + out_h - 1``.
+    """
+    return [(x * out_h + m0, n) for x in range(out_w) for m0, n in _m_ranges(out_h, tile)]
 
 
 def _transposed_geometry(geo: dict, out_h: int) -> dict:
@@ -1130,8 +1141,7 @@ def _layer_program(program: NetProgram, layer: NetLayer, tiles=None, setconv: bo
             insns.append(isa.setconv(**geo, a_stride=sx))
         if layer.transposed:  # one transposed output row (an output column) at a time, written down the column
             out_w = layer.y_pixels // geo["out_w"]   # the model's output width: the transposed output's height
-            row_ranges = [(ty * geo["out_w"] + m0, n) for ty in range(out_w) for m0, n in _m_ranges(geo["out_w"], acc_tile)]
-            groups = iter([row_ranges] * (batch * len(tiles)))
+            groups = iter([_column_ranges(geo["out_w"], out_w, acc_tile)] * (batch * len(tiles)))
         else:
             groups = iter(_group_rows(layer.y_pixels, acc_tile, layer.k_tiles, cfg, batch * len(tiles), conv=True))
         # packed taps (PackInputTaps): addresses count pixels, 2**pack of them per ABUF word
